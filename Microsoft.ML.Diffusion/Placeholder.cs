@@ -1,0 +1,3 @@
+namespace Microsoft.ML.Diffusion;
+/// <summary>x</summary>
+public static class Placeholder { }
