@@ -1,0 +1,43 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Networks;
+
+/// <summary>Halves the resolution without losing pixels: 2×2 space-to-depth, then a 1×1 conv.</summary>
+internal sealed class Downsample : nn.Module<Tensor, Tensor>
+{
+    private readonly Conv2d conv;
+
+    public Downsample(long dimIn, long dimOut)
+        : base(nameof(Downsample))
+    {
+        conv = nn.Conv2d(dimIn * 4, dimOut, 1);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var unshuffled = nn.functional.pixel_unshuffle(x, 2);
+        return conv.call(unshuffled);
+    }
+}
+
+/// <summary>Doubles the resolution: nearest-neighbour ×2, then a 3×3 conv.</summary>
+internal sealed class Upsample : nn.Module<Tensor, Tensor>
+{
+    private readonly Conv2d conv;
+
+    public Upsample(long dimIn, long dimOut)
+        : base(nameof(Upsample))
+    {
+        conv = nn.Conv2d(dimIn, dimOut, 3, padding: 1);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var upsampled = x.repeat_interleave(2, 2).repeat_interleave(2, 3);
+        return conv.call(upsampled);
+    }
+}

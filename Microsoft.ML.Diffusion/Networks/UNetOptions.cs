@@ -1,0 +1,93 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>
+/// Shape of the <see cref="UNet"/> noise predictor. The layers match denoising-diffusion-pytorch 2.1.1's
+/// <c>Unet</c> for the same <see cref="Dim"/> and <see cref="DimMults"/>, so parameter counts compare one to one.
+/// </summary>
+public sealed class UNetOptions
+{
+    /// <summary>Gets or sets the base width (channels of the first level). Default 32.</summary>
+    public int Dim { get; set; } = 32;
+
+    /// <summary>Gets or sets the width multiplier of each level; the input size must divide by 2^(levels − 1). Default (1, 2, 4).</summary>
+    public IReadOnlyList<int> DimMults { get; set; } = new[] { 1, 2, 4 };
+
+    /// <summary>Gets or sets the image channels (1 grayscale, 3 RGB). Default 1.</summary>
+    public int Channels { get; set; } = 1;
+
+    /// <summary>Gets or sets the dropout probability inside the ResNet blocks. Default 0.</summary>
+    public double Dropout { get; set; }
+
+    /// <summary>Gets or sets the number of attention heads. Default 4.</summary>
+    public int AttentionHeads { get; set; } = 4;
+
+    /// <summary>Gets or sets the width of one attention head. Default 32.</summary>
+    public int AttentionDimHead { get; set; } = 32;
+
+    /// <summary>Gets or sets a value indicating whether the network also predicts the variance interpolation (doubles the output channels).</summary>
+    public bool LearnedVariance { get; set; }
+
+    /// <summary>
+    /// Gets or sets the number of classes for a class-conditional model, or 0 for none. The label embedding has one more
+    /// row, index <see cref="ClassCount"/>, meaning "no label" (for classifier-free guidance).
+    /// </summary>
+    public int ClassCount { get; set; }
+
+    /// <summary>Gets the number of resolution levels.</summary>
+    public int Levels => DimMults.Count;
+
+    /// <summary>Gets the factor every image side must divide by: 2^(levels − 1).</summary>
+    public int SizeDivisor => 1 << (DimMults.Count - 1);
+
+    /// <summary>Returns a deep copy.</summary>
+    /// <returns>The copy.</returns>
+    public UNetOptions Clone() => new()
+    {
+        Dim = Dim,
+        DimMults = DimMults.ToArray(),
+        Channels = Channels,
+        Dropout = Dropout,
+        AttentionHeads = AttentionHeads,
+        AttentionDimHead = AttentionDimHead,
+        LearnedVariance = LearnedVariance,
+        ClassCount = ClassCount,
+    };
+
+    /// <summary>Throws a clear exception for an invalid combination.</summary>
+    public void Validate()
+    {
+        if (Dim < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Dim), Dim, "UNetOptions.Dim must be positive.");
+        }
+
+        if (DimMults is null || DimMults.Count < 1 || DimMults.Any(m => m < 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(DimMults), "UNetOptions.DimMults must hold at least one positive multiplier.");
+        }
+
+        if (Channels < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Channels), Channels, "UNetOptions.Channels must be positive.");
+        }
+
+        if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "UNetOptions.Dropout must be in [0, 1).");
+        }
+
+        if (AttentionHeads < 1 || AttentionDimHead < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(AttentionHeads), "UNetOptions.AttentionHeads and AttentionDimHead must be positive.");
+        }
+
+        if (ClassCount < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, "UNetOptions.ClassCount must be 0 (unconditional) or positive.");
+        }
+    }
+}

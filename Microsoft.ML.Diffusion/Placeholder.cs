@@ -1,3 +1,0 @@
-namespace Microsoft.ML.Diffusion;
-/// <summary>x</summary>
-public static class Placeholder { }
