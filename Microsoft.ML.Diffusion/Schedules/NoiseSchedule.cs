@@ -146,15 +146,18 @@ public sealed class NoiseSchedule
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown beta schedule."),
     };
 
-    /// <summary>Linear β from 1e-4 to 0.02 (Ho et al. 2020), both scaled by 1000/T so that any T gives a similar ᾱ_T.</summary>
+    /// <summary>
+    /// Linear β from 1e-4 to 0.02 (Ho et al. 2020), both scaled by 1000/T so that any T gives a similar ᾱ_T; for T &lt; 50 the
+    /// scaled bounds are capped at 0.999.
+    /// </summary>
     /// <param name="timesteps">T, at least 2.</param>
     /// <returns>The schedule.</returns>
     public static NoiseSchedule Linear(int timesteps)
     {
         CheckTimesteps(timesteps);
         double scale = 1000.0 / timesteps;
-        double start = scale * 1e-4;
-        double end = scale * 0.02;
+        double start = Math.Min(scale * 1e-4, MaxBeta);
+        double end = Math.Min(scale * 0.02, MaxBeta);
         var betas = new double[timesteps];
         for (int i = 0; i < timesteps; i++)
         {
@@ -199,16 +202,20 @@ public sealed class NoiseSchedule
     }
 
     /// <summary>β_t = β_first·(β_last/β_first)^((t−1)/(T−1)): geometric growth between two bounds.</summary>
+    /// <remarks>
+    /// The default bounds, 1e-4 and 0.06 scaled by 1000/T, give ᾱ_T ≈ 5e-5, close to the linear schedule's 4e-5, so that
+    /// x_T is pure noise; with the linear schedule's own upper bound (0.02) ᾱ_T would stay near 0.02.
+    /// </remarks>
     /// <param name="timesteps">T, at least 2.</param>
-    /// <param name="first">β₁; by default the linear schedule's 1e-4·1000/T.</param>
-    /// <param name="last">β_T; by default the linear schedule's 0.02·1000/T.</param>
+    /// <param name="first">β₁; by default 1e-4·1000/T.</param>
+    /// <param name="last">β_T; by default 0.06·1000/T.</param>
     /// <returns>The schedule.</returns>
     public static NoiseSchedule Geometric(int timesteps, double? first = null, double? last = null)
     {
         CheckTimesteps(timesteps);
         double scale = 1000.0 / timesteps;
         double b1 = first ?? scale * 1e-4;
-        double bT = last ?? scale * 0.02;
+        double bT = last ?? Math.Min(scale * 0.06, MaxBeta);
         if (!(b1 > 0) || !(bT < 1) || !(bT >= b1))
         {
             throw new ArgumentOutOfRangeException(nameof(first), $"The geometric schedule needs 0 < first ≤ last < 1; got {b1} and {bT}.");

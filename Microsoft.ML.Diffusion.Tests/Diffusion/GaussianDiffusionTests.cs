@@ -1,0 +1,142 @@
+using System;
+using System.Linq;
+using Microsoft.VisualStudio.TestTools.UnitTesting;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Tests.Diffusion;
+
+[TestClass]
+public sealed class GaussianDiffusionTests
+{
+    [TestMethod]
+    public void NoiseStartAndVelocityConversionsInvert()
+    {
+        using var d = TinyModels.Diffusion(timesteps: 100, schedule: BetaSchedule.Cosine);
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var x0 = randn(4, 1, 8, 8, dtype: float64);
+        var eps = randn(4, 1, 8, 8, dtype: float64);
+        var t = tensor(new long[] { 0, 7, 50, 99 });
+        var xt = d.QSample(x0, t, eps);
+        Assert.IsTrue(allclose(d.PredictStartFromNoise(xt, t, eps), x0, rtol: 0, atol: 1e-9));
+        Assert.IsTrue(allclose(d.PredictNoiseFromStart(xt, t, x0), eps, rtol: 0, atol: 1e-6));
+        var v = d.PredictVelocity(x0, t, eps);
+        Assert.IsTrue(allclose(d.PredictStartFromVelocity(xt, t, v), x0, rtol: 0, atol: 1e-9));
+    }
+
+    [TestMethod]
+    public void QPosteriorMatchesTheScheduleCoefficients()
+    {
+        using var d = TinyModels.Diffusion(timesteps: 30, schedule: BetaSchedule.Sigmoid);
+        using var scope = NewDisposeScope();
+        var x0 = full(new long[] { 1, 1, 8, 8 }, 0.25, dtype: float64);
+        var xt = full(new long[] { 1, 1, 8, 8 }, -0.5, dtype: float64);
+        var s = d.Schedule;
+        foreach (int step in new[] { 0, 1, 15, 29 })
+        {
+            var (mean, variance, logVariance) = d.QPosterior(x0, xt, tensor(new long[] { step }));
+            double expected = (s.PosteriorMeanCoef1[step] * 0.25) + (s.PosteriorMeanCoef2[step] * -0.5);
+            Assert.AreEqual(expected, mean[0, 0, 3, 3].item<double>(), 1e-12);
+            Assert.AreEqual(s.PosteriorVariance[step], variance.item<double>(), 1e-15);
+            Assert.AreEqual(s.PosteriorLogVarianceClipped[step], logVariance.item<double>(), 1e-12);
+        }
+    }
+
+    [TestMethod]
+    public void QSampleHasTheForwardProcessMoments()
+    {
+        using var d = TinyModels.Diffusion(timesteps: 10);
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var x0 = full(new long[] { 4000, 1, 8, 8 }, 0.6, dtype: float64);
+        var t = full(4000, 4, dtype: int64);
+        var xt = d.QSample(x0, t, randn_like(x0));
+        double ac = d.Schedule.AlphasCumprod[4];
+        Assert.AreEqual(Math.Sqrt(ac) * 0.6, xt.mean().item<double>(), 0.005);
+        Assert.AreEqual(1 - ac, xt.var().item<double>(), 0.01);
+    }
+
+    [TestMethod]
+    public void LossIsFiniteForEveryObjectiveLossAndVariance()
+    {
+        using var scope = NewDisposeScope();
+        var images = TinyModels.Patterns().repeat(2, 1, 1, 1);
+        foreach (PredictionTarget objective in Enum.GetValues<PredictionTarget>())
+        {
+            foreach (DiffusionLoss loss in Enum.GetValues<DiffusionLoss>())
+            {
+                foreach (VarianceType variance in Enum.GetValues<VarianceType>())
+                {
+                    using var d = TinyModels.Diffusion(objective: objective, loss: loss, variance: variance);
+                    using var value = d.Loss(images);
+                    Assert.AreEqual(0, value.dim());
+                    double v = value.item<float>();
+                    Assert.IsTrue(double.IsFinite(v) && v > 0, $"{objective}/{loss}/{variance}: {v}");
+                }
+            }
+        }
+    }
+
+    [TestMethod]
+    public void MinSnrWeightingScalesThePerSampleLoss()
+    {
+        using var d = TinyModels.Diffusion(timesteps: 50);
+        using var scope = NewDisposeScope();
+        var images = TinyModels.Patterns();
+        var t = tensor(new long[] { 0, 49 });
+        manual_seed(9);
+        var noise = randn_like(images);
+        var plain = d.LossPerSample(images, t, noise).data<float>().ToArray();
+        d.MinSnrGamma = 5;
+        var weighted = d.LossPerSample(images, t, noise).data<float>().ToArray();
+        d.MinSnrGamma = null;
+        // ε objective: weight min(SNR, γ)/SNR; SNR at t = 0 is huge (weight γ/SNR), at t = T−1 tiny (weight 1).
+        double snr0 = d.Schedule.SignalToNoiseRatio[0];
+        Assert.AreEqual(plain[0] * 5 / snr0, weighted[0], 1e-6 * plain[0]);
+        Assert.AreEqual(plain[1], weighted[1], 1e-6);
+    }
+
+    [TestMethod]
+    public void LearnedVarianceNeedsAMatchingNetwork()
+    {
+        using var unet = new UNet(TinyModels.Options());
+        Assert.ThrowsExactly<ArgumentException>(() => new GaussianDiffusion(unet, imageSize: 8, timesteps: 10, variance: VarianceType.LearnedRange));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new GaussianDiffusion(unet, imageSize: 7, timesteps: 10));
+    }
+
+    [TestMethod]
+    public void LossRejectsImagesOfTheWrongShape()
+    {
+        using var d = TinyModels.Diffusion();
+        using var wrong = zeros(2, 3, 8, 8);
+        var ex = Assert.ThrowsExactly<ArgumentException>(() => d.Loss(wrong));
+        StringAssert.Contains(ex.Message, "N×1×8×8");
+    }
+
+    [TestMethod]
+    public void PriorTermIsAboutZeroWhenAlphaBarEndsNearZero()
+    {
+        var unet = new UNet(TinyModels.Options());
+        using var d = new GaussianDiffusion(unet, imageSize: 8, timesteps: 1000);
+        using var scope = NewDisposeScope();
+        var prior = d.PriorBitsPerDim(TinyModels.Patterns());
+        Assert.IsTrue(prior.max().item<float>() < 1e-4, prior.max().item<float>().ToString());
+    }
+
+    [TestMethod]
+    public void BoundTermsSumToTheTotalAndUseTheDecoderAtTheFirstStep()
+    {
+        using var d = TinyModels.Diffusion(timesteps: 12);
+        using var scope = NewDisposeScope();
+        var images = TinyModels.Patterns();
+        using var generator = new Generator(4, CPU);
+        using var bound = d.BitsPerDim(images, generator: generator);
+        CollectionAssert.AreEqual(new long[] { 2, 12 }, bound.Terms.shape);
+        Assert.IsTrue(allclose(bound.Terms.sum(1) + bound.Prior, bound.Total, rtol: 0, atol: 1e-9));
+        Assert.IsTrue((bound.Terms >= -1e-6).all().item<bool>(), "KL terms and the decoder NLL are non-negative");
+        // The decoder NLL is bounded by 8 bits/dim for a Gaussian centred in [−1, 1] with small variance only when it fits;
+        // an untrained network's decoder is far from the data: a positive number of bits.
+        Assert.IsTrue(bound.Decoder.min().item<double>() > 0);
+    }
+}

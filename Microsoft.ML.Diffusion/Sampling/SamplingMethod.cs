@@ -1,0 +1,11 @@
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>The reverse process used to generate images.</summary>
+public enum SamplingMethod
+{
+    /// <summary>Ancestral sampling through all T steps (Ho et al. 2020, Algorithm 2).</summary>
+    Ddpm,
+
+    /// <summary>Denoising diffusion implicit models over a subsequence of steps, η ∈ [0, 1] (Song et al. 2021, eq. 12).</summary>
+    Ddim,
+}

@@ -1,0 +1,55 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>
+/// Gaussian noise with one CPU generator per image, so that an image's noise depends only on its seed, never on the batch
+/// it is drawn in or on the device.
+/// </summary>
+internal sealed class SeededNoise : IDisposable
+{
+    private readonly Generator[] generators;
+    private readonly long[] shape;
+    private readonly Device device;
+    private readonly ScalarType dtype;
+
+    public SeededNoise(IReadOnlyList<long> seeds, long[] shape, Device device, ScalarType dtype)
+    {
+        generators = seeds.Select(s => new Generator(unchecked((ulong)s), CPU)).ToArray();
+        this.shape = shape;
+        this.device = device;
+        this.dtype = dtype;
+    }
+
+    /// <summary>Draws N×shape standard normal noise, row i from generator i.</summary>
+    public Tensor Next()
+    {
+        using var scope = NewDisposeScope();
+        var rows = generators.Select(g => randn(shape, dtype: float32, generator: g)).ToArray();
+        return stack(rows).to(dtype, device).MoveToOuterDisposeScope();
+    }
+
+    public void Dispose()
+    {
+        foreach (var g in generators)
+        {
+            g.Dispose();
+        }
+    }
+
+    /// <summary>Derives the seed of image <paramref name="index"/> from a run seed (SplitMix64), so runs with nearby seeds do not share images.</summary>
+    public static long DeriveSeed(long runSeed, long index)
+    {
+        unchecked
+        {
+            ulong z = (ulong)runSeed + (0x9E3779B97F4A7C15UL * (ulong)(index + 1));
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return (long)((z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFFUL);
+        }
+    }
+}
