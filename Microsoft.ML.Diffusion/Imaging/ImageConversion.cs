@@ -101,14 +101,8 @@ public static class ImageConversion
     // C×H×W bytes (C = 1 or 3, RGB order) → BGRA MLImage.
     private static MLImage ToMLImage(Tensor chw)
     {
-        long c = chw.shape[0], h = chw.shape[1], w = chw.shape[2];
-        using var scope = NewDisposeScope();
-        var hwc = chw.permute(1, 2, 0);
-        var rgb = c == 1 ? hwc.expand(h, w, 3) : hwc;
-        var alpha = full(new[] { h, w, 1L }, 255, dtype: ScalarType.Byte);
-        var bgra = cat(new[] { rgb[.., .., 2..3], rgb[.., .., 1..2], rgb[.., .., 0..1], alpha }, 2).contiguous();
-        byte[] bytes = bgra.data<byte>().ToArray();
-        return MLImage.CreateFromPixels((int)w, (int)h, MLPixelFormat.Bgra32, bytes);
+        using var contiguous = chw.contiguous();
+        return Data.PixelLayout.ToMLImage(contiguous.data<byte>().ToArray(), (int)chw.shape[0], (int)chw.shape[1], (int)chw.shape[2]);
     }
 
     private static void CheckBatch(Tensor images)

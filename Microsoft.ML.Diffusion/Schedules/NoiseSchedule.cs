@@ -246,6 +246,20 @@ public sealed class NoiseSchedule
         return new NoiseSchedule(BetaSchedule.Custom, copy);
     }
 
+    /// <summary>Rebuilds a saved schedule from its exact β values, keeping the family it was made from.</summary>
+    internal static NoiseSchedule Restore(BetaSchedule kind, IReadOnlyList<double> betas)
+    {
+        ArgumentNullException.ThrowIfNull(betas);
+        CheckTimesteps(betas.Count);
+        var copy = new double[betas.Count];
+        for (int i = 0; i < copy.Length; i++)
+        {
+            copy[i] = betas[i];
+        }
+
+        return new NoiseSchedule(kind, copy);
+    }
+
     private static NoiseSchedule FromAlphaBar(BetaSchedule kind, int timesteps, Func<double, double> alphaBar)
     {
         double a0 = alphaBar(0);

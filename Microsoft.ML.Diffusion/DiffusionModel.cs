@@ -1,0 +1,116 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>
+/// A trained diffusion model: its configuration and its network (with the EMA weights), wrapped in a
+/// <see cref="GaussianDiffusion"/>. Self-contained and device-agnostic; owned and disposed by its <see cref="DiffusionSampler"/>.
+/// </summary>
+public sealed class DiffusionModel : IDisposable
+{
+    internal DiffusionModel(DiffusionModelConfig config, GaussianDiffusion diffusion)
+    {
+        Config = config;
+        Diffusion = diffusion;
+    }
+
+    /// <summary>Gets the diffusion (schedule, network, maths).</summary>
+    public GaussianDiffusion Diffusion { get; }
+
+    /// <summary>Gets the image height.</summary>
+    public int ImageHeight => Config.ImageHeight;
+
+    /// <summary>Gets the image width.</summary>
+    public int ImageWidth => Config.ImageWidth;
+
+    /// <summary>Gets the image channels.</summary>
+    public int Channels => Config.Network.Channels;
+
+    /// <summary>Gets the number of classes of a class-conditional model, or 0.</summary>
+    public int ClassCount => Config.Network.ClassCount;
+
+    /// <summary>Gets the class names (from the label column's key values) of a class-conditional model, if known.</summary>
+    public IReadOnlyList<string>? ClassNames => Config.ClassNames;
+
+    /// <summary>Gets the number of optimizer steps the model was trained for.</summary>
+    public int TrainedSteps => Config.TrainedSteps;
+
+    /// <summary>Gets a copy of the network's shape.</summary>
+    public UNetOptions Network => Config.Network.Clone();
+
+    internal DiffusionModelConfig Config { get; }
+
+    /// <summary>Releases the network's tensors.</summary>
+    public void Dispose() => Diffusion.Dispose();
+
+    /// <summary>Builds the diffusion a config describes, with fresh (untrained) weights, on the CPU.</summary>
+    internal static GaussianDiffusion BuildDiffusion(DiffusionModelConfig config)
+    {
+        var unet = new UNet(config.Network);
+        var schedule = NoiseSchedule.Restore(config.Schedule, config.Betas);
+        return new GaussianDiffusion(unet, schedule, config.ImageHeight, config.ImageWidth, config.Objective, config.Loss, config.Variance)
+        {
+            MinSnrGamma = config.MinSnrGamma,
+        };
+    }
+
+    /// <summary>The network's weights in TorchSharp's format.</summary>
+    internal byte[] SaveWeights()
+    {
+        using var stream = new MemoryStream();
+        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            Diffusion.Model.save(writer);
+        }
+
+        return stream.ToArray();
+    }
+
+    /// <summary>Rebuilds a model from its config and weights, on the CPU.</summary>
+    internal static DiffusionModel Load(DiffusionModelConfig config, byte[] weights)
+    {
+        var diffusion = BuildDiffusion(config);
+        try
+        {
+            using var stream = new MemoryStream(weights, writable: false);
+            using var reader = new BinaryReader(stream);
+            diffusion.Model.load(reader, strict: true);
+            diffusion.eval();
+            return new DiffusionModel(config, diffusion);
+        }
+        catch
+        {
+            diffusion.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Generates images for the given seeds and labels (label −1 or null = unconditional) as 8-bit planar pixels.</summary>
+    internal byte[][] GeneratePixels(IReadOnlyList<long> seeds, IReadOnlyList<int>? labels, DiffusionSamplerOptions options)
+    {
+        var sampler = options.CreateSampler();
+        using var scope = NewDisposeScope();
+        Tensor? classes = null;
+        if (labels is not null && ClassCount > 0)
+        {
+            classes = tensor(labels.Select(l => l < 0 ? (long)ClassCount : l).ToArray(), dtype: int64);
+        }
+
+        var images = sampler.Sample(Diffusion, seeds, classes);
+        var pixels = ImageConversion.ModelToPixels(images).to(ScalarType.Byte).cpu().contiguous();
+        long size = pixels.shape[1] * pixels.shape[2] * pixels.shape[3];
+        byte[] all = pixels.data<byte>().ToArray();
+        var result = new byte[seeds.Count][];
+        for (int i = 0; i < result.Length; i++)
+        {
+            result[i] = all.AsSpan((int)(i * size), (int)size).ToArray();
+        }
+
+        return result;
+    }
+}

@@ -1,0 +1,93 @@
+using System;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>How a <see cref="DiffusionSampler"/> generates images.</summary>
+public sealed class DiffusionSamplerOptions
+{
+    /// <summary>Gets or sets the reverse process. Default <see cref="SamplingMethod.Ddim"/>.</summary>
+    public SamplingMethod Method { get; set; } = SamplingMethod.Ddim;
+
+    /// <summary>Gets or sets the number of DDIM steps (ignored by DDPM, which uses all T). Default 50.</summary>
+    public int Steps { get; set; } = 50;
+
+    /// <summary>Gets or sets DDIM's η ∈ [0, 1] (0 = deterministic). Default 0.</summary>
+    public double Eta { get; set; }
+
+    /// <summary>Gets or sets the classifier-free guidance scale for class-conditional models (1 = none). Default 1.</summary>
+    public double GuidanceScale { get; set; } = 1.0;
+
+    /// <summary>Gets or sets the run seed: images without a seed column get seeds derived from it and their row index. Default 0.</summary>
+    public long Seed { get; set; }
+
+    /// <summary>Gets or sets a value indicating whether x̂₀ is clamped to [−1, 1] at each step. Default true.</summary>
+    public bool ClipDenoised { get; set; } = true;
+
+    /// <summary>Gets or sets how many images one network call processes; bit-exact reproducibility holds for a fixed value. Default 8.</summary>
+    public int MicroBatchSize { get; set; } = 8;
+
+    /// <summary>Gets or sets the optional input column of per-row seeds (Int32, UInt32 or Int64). Default "Seed".</summary>
+    public string SeedColumnName { get; set; } = "Seed";
+
+    /// <summary>
+    /// Gets or sets the optional input column of class labels for a class-conditional model; null means the label column the
+    /// model was trained with. Rows without the column (or with a missing key) are generated unconditionally.
+    /// </summary>
+    public string? LabelColumnName { get; set; }
+
+    /// <summary>Gets or sets the output column of generated images (<see cref="Microsoft.ML.Data.MLImage"/>). Default "GeneratedImage".</summary>
+    public string OutputImageColumnName { get; set; } = "GeneratedImage";
+
+    /// <summary>Gets or sets the output column of generated pixels (Single vector, planar C·H·W, values in [0, 255]). Default "GeneratedPixels".</summary>
+    public string OutputPixelsColumnName { get; set; } = "GeneratedPixels";
+
+    /// <summary>Returns a copy.</summary>
+    /// <returns>The copy.</returns>
+    public DiffusionSamplerOptions Clone() => (DiffusionSamplerOptions)MemberwiseClone();
+
+    /// <summary>Throws a clear exception for an invalid value.</summary>
+    public void Validate()
+    {
+        if (!Enum.IsDefined(Method))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Method), Method, "Unknown sampling method.");
+        }
+
+        if (Steps < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Steps), Steps, "DiffusionSamplerOptions.Steps must be at least 1.");
+        }
+
+        if (Eta is < 0 or > 1 || double.IsNaN(Eta))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Eta), Eta, "DiffusionSamplerOptions.Eta must be in [0, 1].");
+        }
+
+        if (!double.IsFinite(GuidanceScale))
+        {
+            throw new ArgumentOutOfRangeException(nameof(GuidanceScale), GuidanceScale, "DiffusionSamplerOptions.GuidanceScale must be finite.");
+        }
+
+        if (MicroBatchSize < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MicroBatchSize), MicroBatchSize, "DiffusionSamplerOptions.MicroBatchSize must be positive.");
+        }
+
+        if (string.IsNullOrWhiteSpace(OutputImageColumnName) || string.IsNullOrWhiteSpace(OutputPixelsColumnName) || OutputImageColumnName == OutputPixelsColumnName)
+        {
+            throw new ArgumentException("The two output column names must be non-empty and different.", nameof(OutputImageColumnName));
+        }
+    }
+
+    /// <summary>Builds the sampler these options describe.</summary>
+    /// <returns>A DDPM or DDIM sampler.</returns>
+    public TimestepSampler CreateSampler()
+    {
+        Validate();
+        TimestepSampler sampler = Method == SamplingMethod.Ddpm ? new DdpmSampler() : new DdimSampler { Steps = Steps, Eta = Eta };
+        sampler.ClipDenoised = ClipDenoised;
+        sampler.GuidanceScale = GuidanceScale;
+        sampler.MicroBatchSize = MicroBatchSize;
+        return sampler;
+    }
+}

@@ -1,0 +1,191 @@
+using System;
+using System.Diagnostics;
+using System.Linq;
+using Microsoft.ML.Diffusion.Data;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>
+/// The training loop: shuffled epochs over in-memory images, AdamW with linear warm-up, gradient accumulation, global
+/// gradient-norm clipping, an EMA of the weights, a guard that skips (never applies) steps whose loss or gradients are not
+/// finite, progress reports and cancellation between steps. Every step runs in its own dispose scope.
+/// </summary>
+internal sealed class DiffusionTrainingLoop
+{
+    private readonly GaussianDiffusion diffusion;
+    private readonly DiffusionTrainerOptions options;
+    private readonly Action<TrainingProgress> report;
+
+    public DiffusionTrainingLoop(GaussianDiffusion diffusion, DiffusionTrainerOptions options, Action<TrainingProgress> report)
+    {
+        this.diffusion = diffusion;
+        this.options = options;
+        this.report = report;
+    }
+
+    /// <summary>Gets the number of steps skipped by the non-finite guard.</summary>
+    public int SkippedSteps { get; private set; }
+
+    /// <summary>The learning rate at step k (0-based): linear warm-up to the peak, then constant.</summary>
+    public static double LearningRateAt(int step, double peak, int warmup) => warmup <= 0 || step >= warmup ? peak : peak * (step + 1) / warmup;
+
+    /// <summary>Trains and returns the EMA (or, with EMA off, a copy of the raw) weights folded into the network.</summary>
+    public void Run(TrainingImages data, long seed)
+    {
+        var device = diffusion.Device;
+        var network = diffusion.Model;
+        network.train();
+        var parameters = network.parameters().ToArray();
+        using var optimizer = optim.AdamW(parameters, lr: options.LearningRate, beta1: 0.9, beta2: 0.99, weight_decay: options.WeightDecay);
+        using var ema = options.EmaDecay > 0 ? new ExponentialMovingAverage(network, options.EmaDecay) : null;
+        using var noiseGenerator = new Generator(unchecked((ulong)seed), device);
+        using var orderGenerator = new Generator(unchecked((ulong)(seed ^ 0x5DEECE66DL)), CPU);
+
+        long count = data.Count;
+        Tensor order = randperm(count, generator: orderGenerator).DetachFromDisposeScope();
+        long cursor = 0;
+        int warmup = options.EffectiveWarmupSteps;
+        int consecutiveBad = 0;
+        var clock = Stopwatch.StartNew();
+        double windowLoss = 0;
+        int windowSteps = 0;
+        long windowImages = 0;
+        double windowStart = 0;
+        try
+        {
+            for (int step = 0; step < options.TrainSteps; step++)
+            {
+                options.CancellationToken.ThrowIfCancellationRequested();
+                double lr = LearningRateAt(step, options.LearningRate, warmup);
+                foreach (var group in optimizer.ParamGroups)
+                {
+                    group.LearningRate = lr;
+                }
+
+                double stepLoss = 0;
+                bool finite = true;
+                using (var scope = NewDisposeScope())
+                {
+                    optimizer.zero_grad();
+                    for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
+                    {
+                        var indices = NextIndices(ref order, ref cursor, count, orderGenerator);
+                        var images = data.Images.index_select(0, indices).to(device);
+                        if (options.RandomHorizontalFlip)
+                        {
+                            var flip = rand(new long[] { images.shape[0], 1, 1, 1 }, generator: orderGenerator).to(device) < 0.5;
+                            images = where(flip, images.flip(3), images);
+                        }
+
+                        Tensor? labels = null;
+                        if (data.Labels is not null)
+                        {
+                            labels = data.Labels.index_select(0, indices);
+                            if (options.ConditionDropout > 0)
+                            {
+                                var drop = rand(new long[] { labels.shape[0] }, generator: orderGenerator) < options.ConditionDropout;
+                                labels = where(drop, full_like(labels, data.ClassCount), labels);
+                            }
+
+                            labels = labels.to(device);
+                        }
+
+                        var loss = diffusion.Loss(images, labels, noiseGenerator) / options.GradientAccumulationSteps;
+                        loss.backward();
+                        stepLoss += loss.item<float>();
+                    }
+
+                    finite = double.IsFinite(stepLoss);
+                    if (finite)
+                    {
+                        double norm = options.GradientClip > 0
+                            ? nn.utils.clip_grad_norm_(parameters, options.GradientClip)
+                            : GradientNorm(parameters);
+                        finite = double.IsFinite(norm);
+                    }
+
+                    if (finite)
+                    {
+                        optimizer.step();
+                        ema?.Update();
+                    }
+                    else
+                    {
+                        optimizer.zero_grad();
+                    }
+                }
+
+                if (!finite)
+                {
+                    SkippedSteps++;
+                    if (++consecutiveBad >= options.MaxConsecutiveNonFiniteSteps)
+                    {
+                        throw new InvalidOperationException(
+                            $"Training stopped at step {step + 1}: {consecutiveBad} steps in a row had a non-finite loss or gradient. "
+                            + "Check the data for NaN/Inf pixels, or lower the learning rate.");
+                    }
+
+                    continue;
+                }
+
+                consecutiveBad = 0;
+                windowLoss += stepLoss;
+                windowSteps++;
+                windowImages += (long)options.BatchSize * options.GradientAccumulationSteps;
+                int done = step + 1;
+                if (done % options.LogEvery == 0 || done == options.TrainSteps)
+                {
+                    double now = clock.Elapsed.TotalSeconds;
+                    double rate = windowImages / Math.Max(1e-9, now - windowStart);
+                    double stepsPerSecond = windowSteps / Math.Max(1e-9, now - windowStart);
+                    var remaining = TimeSpan.FromSeconds((options.TrainSteps - done) / Math.Max(1e-9, stepsPerSecond));
+                    report(new TrainingProgress(done, options.TrainSteps, windowLoss / windowSteps, lr, rate, clock.Elapsed, remaining, SkippedSteps));
+                    windowLoss = 0;
+                    windowSteps = 0;
+                    windowImages = 0;
+                    windowStart = now;
+                }
+            }
+        }
+        finally
+        {
+            order.Dispose();
+        }
+
+        ema?.CopyTo(network);
+        network.eval();
+    }
+
+    private Tensor NextIndices(ref Tensor order, ref long cursor, long count, Generator generator)
+    {
+        int batch = options.BatchSize;
+        var parts = new System.Collections.Generic.List<Tensor>();
+        long needed = batch;
+        while (needed > 0)
+        {
+            if (cursor >= count)
+            {
+                order.Dispose();
+                order = randperm(count, generator: generator).DetachFromDisposeScope();
+                cursor = 0;
+            }
+
+            long take = Math.Min(needed, count - cursor);
+            parts.Add(order[TensorIndex.Slice(cursor, cursor + take)]);
+            cursor += take;
+            needed -= take;
+        }
+
+        return parts.Count == 1 ? parts[0] : cat(parts.ToArray(), 0);
+    }
+
+    private static double GradientNorm(Parameter[] parameters)
+    {
+        using var scope = NewDisposeScope();
+        var norms = parameters.Where(p => p.grad is not null).Select(p => p.grad!.norm()).ToArray();
+        return norms.Length == 0 ? 0 : stack(norms).norm().item<float>();
+    }
+}
