@@ -74,7 +74,10 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         }
         catch (Exception ex) when (Innermost(ex) is InvalidDataException data)
         {
-            throw new InvalidDataException(data.Message.Replace(ModelSource.Unknown, $"Model file '{path}'", StringComparison.Ordinal), data);
+            string message = data.Message.Contains(ModelSource.Unknown, StringComparison.Ordinal)
+                ? data.Message.Replace(ModelSource.Unknown, $"Model file '{path}'", StringComparison.Ordinal)
+                : data.Message.Contains(Path.GetFileName(path), StringComparison.Ordinal) ? data.Message : $"Model file '{path}' is damaged: {data.Message}";
+            throw new InvalidDataException(message, data);
         }
         catch (Exception ex) when (ex is FormatException or InvalidOperationException or EndOfStreamException or IOException or TargetInvocationException)
         {
@@ -161,7 +164,7 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
 
     internal void CheckLabel(int? label)
     {
-        if (label is int l && (Model.ClassCount == 0 || l < -1 || l >= Model.ClassCount))
+        if (label is int l && l != -1 && (Model.ClassCount == 0 || l < 0 || l >= Model.ClassCount))
         {
             throw new ArgumentOutOfRangeException(
                 nameof(label), l, Model.ClassCount == 0 ? "This model is not class-conditional." : $"Labels must be in [0, {Model.ClassCount - 1}] (or −1 for none).");
