@@ -87,12 +87,16 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
             diffusion.to(device);
             channel.Info(MessageSensitivity.None, FormattableString.Invariant(
                 $"Training a diffusion model: {data.Count} images {channels}×{height}×{width}, U-Net {diffusion.Model.ParameterCount:N0} parameters, T = {schedule.Timesteps} ({schedule.Kind}), objective {options.Objective}, {options.TrainSteps} steps of {options.BatchSize}×{options.GradientAccumulationSteps}, seed {seed}, device {device}."));
-            var loop = new DiffusionTrainingLoop(diffusion, options, progress =>
-            {
-                channel.Info(MessageSensitivity.None, progress.ToString());
-                options.Progress?.Report(progress);
-            });
-            loop.Run(data, seed);
+            var loop = new DiffusionTrainingLoop(
+                diffusion,
+                options,
+                progress =>
+                {
+                    channel.Info(MessageSensitivity.None, progress.ToString());
+                    options.Progress?.Report(progress);
+                },
+                message => channel.Info(MessageSensitivity.None, message));
+            loop.Run(data, seed, Fingerprint(config, data.Count));
             return new DiffusionSampler(host, new DiffusionModel(config, diffusion), options.Sampling);
         }
         catch
@@ -132,6 +136,10 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
         columns.Add(MLNetInternals.Column(sampling.OutputPixelsColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Single));
         return new SchemaShape(columns);
     }
+
+    // What must not change between a checkpoint and the run that resumes from it.
+    private string Fingerprint(DiffusionModelConfig config, long rows) => FormattableString.Invariant(
+        $"{DiffusionModelFile.ConfigJson(config, forFingerprint: true)}|batch {options.BatchSize}×{options.GradientAccumulationSteps}|rows {rows}|flip {options.RandomHorizontalFlip}|dropout {options.ConditionDropout}|ema {options.EmaDecay > 0}");
 
     private static SchemaShape.Column? Find(SchemaShape shape, string name)
     {

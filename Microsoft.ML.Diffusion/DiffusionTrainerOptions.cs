@@ -97,6 +97,21 @@ public sealed class DiffusionTrainerOptions
     /// <summary>Gets or sets how many consecutive non-finite steps stop training with an error. Default 10.</summary>
     public int MaxConsecutiveNonFiniteSteps { get; set; } = 10;
 
+    /// <summary>Gets or sets the folder for training checkpoints, or null for none.</summary>
+    public string? CheckpointDirectory { get; set; }
+
+    /// <summary>Gets or sets how often (in steps) a checkpoint is written; one is always written at the end. Default 500.</summary>
+    public int CheckpointEvery { get; set; } = 500;
+
+    /// <summary>Gets or sets how many of the newest checkpoints are kept. Default 3.</summary>
+    public int KeepCheckpoints { get; set; } = 3;
+
+    /// <summary>
+    /// Gets or sets a value indicating whether training continues from the newest checkpoint in <see cref="CheckpointDirectory"/>
+    /// (bit-exactly on the CPU: N steps, stop, resume, N more = 2N steps). Default false.
+    /// </summary>
+    public bool Resume { get; set; }
+
     /// <summary>Gets or sets the sampler settings of the trained <see cref="DiffusionSampler"/>.</summary>
     public DiffusionSamplerOptions Sampling { get; set; } = new();
 
@@ -138,6 +153,8 @@ public sealed class DiffusionTrainerOptions
         Check(EmaDecay is >= 0 and < 1, nameof(EmaDecay), "EmaDecay must be in [0, 1).");
         Check(ConditionDropout is >= 0 and < 1, nameof(ConditionDropout), "ConditionDropout must be in [0, 1).");
         Check(LogEvery >= 1, nameof(LogEvery), "LogEvery must be positive.");
+        Check(CheckpointEvery >= 1 && KeepCheckpoints >= 1, nameof(CheckpointEvery), "CheckpointEvery and KeepCheckpoints must be positive.");
+        Check(!Resume || CheckpointDirectory is not null, nameof(Resume), "Resume needs a CheckpointDirectory.");
         Check(MaxConsecutiveNonFiniteSteps >= 1, nameof(MaxConsecutiveNonFiniteSteps), "MaxConsecutiveNonFiniteSteps must be positive.");
         ArgumentNullException.ThrowIfNull(Network, nameof(Network));
         ArgumentNullException.ThrowIfNull(Sampling, nameof(Sampling));

@@ -32,10 +32,24 @@ internal static class DiffusionModelFile
         WriteIndented = false,
     };
 
+    /// <summary>The configuration as JSON; for a fingerprint, without the fields that may change across a resume.</summary>
+    public static string ConfigJson(DiffusionModelConfig config, bool forFingerprint = false)
+    {
+        if (!forFingerprint)
+        {
+            return JsonSerializer.Serialize(config, Json);
+        }
+
+        var node = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(config, Json))!.AsObject();
+        node.Remove(nameof(DiffusionModelConfig.TrainedSteps));
+        node.Remove(nameof(DiffusionModelConfig.Sampling));
+        return node.ToJsonString();
+    }
+
     public static void WriteHeader(BinaryWriter writer, DiffusionModelConfig config, byte[] weights, bool inline)
     {
         writer.Write(FormatVersion);
-        writer.Write(JsonSerializer.Serialize(config, Json));
+        writer.Write(ConfigJson(config));
         writer.Write(inline ? (byte)1 : (byte)0);
         writer.Write((long)weights.Length);
         writer.Write(SHA256.HashData(weights));

@@ -18,12 +18,14 @@ internal sealed class DiffusionTrainingLoop
     private readonly GaussianDiffusion diffusion;
     private readonly DiffusionTrainerOptions options;
     private readonly Action<TrainingProgress> report;
+    private readonly Action<string> log;
 
-    public DiffusionTrainingLoop(GaussianDiffusion diffusion, DiffusionTrainerOptions options, Action<TrainingProgress> report)
+    public DiffusionTrainingLoop(GaussianDiffusion diffusion, DiffusionTrainerOptions options, Action<TrainingProgress> report, Action<string> log)
     {
         this.diffusion = diffusion;
         this.options = options;
         this.report = report;
+        this.log = log;
     }
 
     /// <summary>Gets the number of steps skipped by the non-finite guard.</summary>
@@ -32,8 +34,11 @@ internal sealed class DiffusionTrainingLoop
     /// <summary>The learning rate at step k (0-based): linear warm-up to the peak, then constant.</summary>
     public static double LearningRateAt(int step, double peak, int warmup) => warmup <= 0 || step >= warmup ? peak : peak * (step + 1) / warmup;
 
-    /// <summary>Trains and returns the EMA (or, with EMA off, a copy of the raw) weights folded into the network.</summary>
-    public void Run(TrainingImages data, long seed)
+    /// <summary>
+    /// Trains (resuming from the newest checkpoint when asked), then folds the EMA weights into the network. With
+    /// checkpointing on, a checkpoint is written every <see cref="DiffusionTrainerOptions.CheckpointEvery"/> steps and at the end.
+    /// </summary>
+    public void Run(TrainingImages data, long seed, string fingerprint)
     {
         var device = diffusion.Device;
         var network = diffusion.Model;
@@ -43,10 +48,15 @@ internal sealed class DiffusionTrainingLoop
         using var ema = options.EmaDecay > 0 ? new ExponentialMovingAverage(network, options.EmaDecay) : null;
         using var noiseGenerator = new Generator(unchecked((ulong)seed), device);
         using var orderGenerator = new Generator(unchecked((ulong)(seed ^ 0x5DEECE66DL)), CPU);
-
         long count = data.Count;
-        Tensor order = randperm(count, generator: orderGenerator).DetachFromDisposeScope();
-        long cursor = 0;
+        using var state = new TrainingState(network, optimizer, ema, noiseGenerator, orderGenerator, randperm(count, generator: orderGenerator).DetachFromDisposeScope(), fingerprint);
+        string? directory = options.CheckpointDirectory;
+        if (options.Resume && directory is not null && Checkpoint.FindLatest(directory) is string latest)
+        {
+            Checkpoint.Read(latest, state);
+            log($"Resumed from '{latest}' at step {state.Step}.");
+        }
+
         int warmup = options.EffectiveWarmupSteps;
         int consecutiveBad = 0;
         var clock = Stopwatch.StartNew();
@@ -54,128 +64,125 @@ internal sealed class DiffusionTrainingLoop
         int windowSteps = 0;
         long windowImages = 0;
         double windowStart = 0;
-        try
+        for (int step = state.Step; step < options.TrainSteps; step++)
         {
-            for (int step = 0; step < options.TrainSteps; step++)
+            options.CancellationToken.ThrowIfCancellationRequested();
+            double lr = LearningRateAt(step, options.LearningRate, warmup);
+            foreach (var group in optimizer.ParamGroups)
             {
-                options.CancellationToken.ThrowIfCancellationRequested();
-                double lr = LearningRateAt(step, options.LearningRate, warmup);
-                foreach (var group in optimizer.ParamGroups)
+                group.LearningRate = lr;
+            }
+
+            double stepLoss = 0;
+            bool finite;
+            using (var scope = NewDisposeScope())
+            {
+                optimizer.zero_grad();
+                for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
                 {
-                    group.LearningRate = lr;
+                    var indices = NextIndices(state, count);
+                    var images = data.Images.index_select(0, indices).to(device);
+                    if (options.RandomHorizontalFlip)
+                    {
+                        var flip = rand(new long[] { images.shape[0], 1, 1, 1 }, generator: orderGenerator).to(device) < 0.5;
+                        images = where(flip, images.flip(3), images);
+                    }
+
+                    Tensor? labels = null;
+                    if (data.Labels is not null)
+                    {
+                        labels = data.Labels.index_select(0, indices);
+                        if (options.ConditionDropout > 0)
+                        {
+                            var drop = rand(new long[] { labels.shape[0] }, generator: orderGenerator) < options.ConditionDropout;
+                            labels = where(drop, full_like(labels, data.ClassCount), labels);
+                        }
+
+                        labels = labels.to(device);
+                    }
+
+                    var loss = diffusion.Loss(images, labels, noiseGenerator) / options.GradientAccumulationSteps;
+                    loss.backward();
+                    stepLoss += loss.item<float>();
                 }
 
-                double stepLoss = 0;
-                bool finite = true;
-                using (var scope = NewDisposeScope())
+                finite = double.IsFinite(stepLoss);
+                if (finite)
+                {
+                    double norm = options.GradientClip > 0
+                        ? nn.utils.clip_grad_norm_(parameters, options.GradientClip)
+                        : GradientNorm(parameters);
+                    finite = double.IsFinite(norm);
+                }
+
+                if (finite)
+                {
+                    optimizer.step();
+                    ema?.Update();
+                }
+                else
                 {
                     optimizer.zero_grad();
-                    for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
-                    {
-                        var indices = NextIndices(ref order, ref cursor, count, orderGenerator);
-                        var images = data.Images.index_select(0, indices).to(device);
-                        if (options.RandomHorizontalFlip)
-                        {
-                            var flip = rand(new long[] { images.shape[0], 1, 1, 1 }, generator: orderGenerator).to(device) < 0.5;
-                            images = where(flip, images.flip(3), images);
-                        }
-
-                        Tensor? labels = null;
-                        if (data.Labels is not null)
-                        {
-                            labels = data.Labels.index_select(0, indices);
-                            if (options.ConditionDropout > 0)
-                            {
-                                var drop = rand(new long[] { labels.shape[0] }, generator: orderGenerator) < options.ConditionDropout;
-                                labels = where(drop, full_like(labels, data.ClassCount), labels);
-                            }
-
-                            labels = labels.to(device);
-                        }
-
-                        var loss = diffusion.Loss(images, labels, noiseGenerator) / options.GradientAccumulationSteps;
-                        loss.backward();
-                        stepLoss += loss.item<float>();
-                    }
-
-                    finite = double.IsFinite(stepLoss);
-                    if (finite)
-                    {
-                        double norm = options.GradientClip > 0
-                            ? nn.utils.clip_grad_norm_(parameters, options.GradientClip)
-                            : GradientNorm(parameters);
-                        finite = double.IsFinite(norm);
-                    }
-
-                    if (finite)
-                    {
-                        optimizer.step();
-                        ema?.Update();
-                    }
-                    else
-                    {
-                        optimizer.zero_grad();
-                    }
                 }
+            }
 
-                if (!finite)
+            state.Step = step + 1;
+            if (!finite)
+            {
+                SkippedSteps++;
+                if (++consecutiveBad >= options.MaxConsecutiveNonFiniteSteps)
                 {
-                    SkippedSteps++;
-                    if (++consecutiveBad >= options.MaxConsecutiveNonFiniteSteps)
-                    {
-                        throw new InvalidOperationException(
-                            $"Training stopped at step {step + 1}: {consecutiveBad} steps in a row had a non-finite loss or gradient. "
-                            + "Check the data for NaN/Inf pixels, or lower the learning rate.");
-                    }
-
-                    continue;
+                    throw new InvalidOperationException(
+                        $"Training stopped at step {step + 1}: {consecutiveBad} steps in a row had a non-finite loss or gradient (they were skipped, never applied). "
+                        + "Check the data for NaN/Inf pixels, or lower the learning rate.");
                 }
-
+            }
+            else
+            {
                 consecutiveBad = 0;
                 windowLoss += stepLoss;
                 windowSteps++;
-                windowImages += (long)options.BatchSize * options.GradientAccumulationSteps;
-                int done = step + 1;
-                if (done % options.LogEvery == 0 || done == options.TrainSteps)
-                {
-                    double now = clock.Elapsed.TotalSeconds;
-                    double rate = windowImages / Math.Max(1e-9, now - windowStart);
-                    double stepsPerSecond = windowSteps / Math.Max(1e-9, now - windowStart);
-                    var remaining = TimeSpan.FromSeconds((options.TrainSteps - done) / Math.Max(1e-9, stepsPerSecond));
-                    report(new TrainingProgress(done, options.TrainSteps, windowLoss / windowSteps, lr, rate, clock.Elapsed, remaining, SkippedSteps));
-                    windowLoss = 0;
-                    windowSteps = 0;
-                    windowImages = 0;
-                    windowStart = now;
-                }
             }
-        }
-        finally
-        {
-            order.Dispose();
+
+            windowImages += (long)options.BatchSize * options.GradientAccumulationSteps;
+            int done = step + 1;
+            if (done % options.LogEvery == 0 || done == options.TrainSteps)
+            {
+                double now = clock.Elapsed.TotalSeconds;
+                double rate = windowImages / Math.Max(1e-9, now - windowStart);
+                double stepsPerSecond = (double)windowImages / (options.BatchSize * options.GradientAccumulationSteps) / Math.Max(1e-9, now - windowStart);
+                var remaining = TimeSpan.FromSeconds((options.TrainSteps - done) / Math.Max(1e-9, stepsPerSecond));
+                report(new TrainingProgress(done, options.TrainSteps, windowSteps > 0 ? windowLoss / windowSteps : double.NaN, lr, rate, clock.Elapsed, remaining, SkippedSteps));
+                windowLoss = 0;
+                windowSteps = 0;
+                windowImages = 0;
+                windowStart = now;
+            }
+
+            if (directory is not null && (done % options.CheckpointEvery == 0 || done == options.TrainSteps))
+            {
+                Checkpoint.Write(directory, state, options.KeepCheckpoints);
+            }
         }
 
         ema?.CopyTo(network);
         network.eval();
     }
 
-    private Tensor NextIndices(ref Tensor order, ref long cursor, long count, Generator generator)
+    private Tensor NextIndices(TrainingState state, long count)
     {
-        int batch = options.BatchSize;
         var parts = new System.Collections.Generic.List<Tensor>();
-        long needed = batch;
+        long needed = options.BatchSize;
         while (needed > 0)
         {
-            if (cursor >= count)
+            if (state.Cursor >= count)
             {
-                order.Dispose();
-                order = randperm(count, generator: generator).DetachFromDisposeScope();
-                cursor = 0;
+                state.ReplaceOrder(randperm(count, generator: state.OrderGenerator).DetachFromDisposeScope(), 0);
             }
 
-            long take = Math.Min(needed, count - cursor);
-            parts.Add(order[TensorIndex.Slice(cursor, cursor + take)]);
-            cursor += take;
+            long take = Math.Min(needed, count - state.Cursor);
+            parts.Add(state.Order[TensorIndex.Slice(state.Cursor, state.Cursor + take)]);
+            state.Cursor += take;
             needed -= take;
         }
 
