@@ -97,6 +97,7 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
                 },
                 message => channel.Info(MessageSensitivity.None, message));
             loop.Run(data, seed, Fingerprint(config, data.Count));
+            config.TrainedSteps = loop.CompletedSteps;
             return new DiffusionSampler(host, new DiffusionModel(config, diffusion), options.Sampling);
         }
         catch

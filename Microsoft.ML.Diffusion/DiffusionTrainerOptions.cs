@@ -115,6 +115,12 @@ public sealed class DiffusionTrainerOptions
     /// <summary>Gets or sets the sampler settings of the trained <see cref="DiffusionSampler"/>.</summary>
     public DiffusionSamplerOptions Sampling { get; set; } = new();
 
+    /// <summary>
+    /// Gets or sets a wall-clock budget for training: when it is used up, training ends cleanly after the current step (the
+    /// model is complete, with <see cref="DiffusionModel.TrainedSteps"/> the steps actually taken). Null: no budget.
+    /// </summary>
+    public TimeSpan? MaxTrainingTime { get; set; }
+
     /// <summary>Gets or sets a token that stops training between steps (Fit then throws <see cref="OperationCanceledException"/>).</summary>
     public CancellationToken CancellationToken { get; set; }
 
@@ -154,6 +160,7 @@ public sealed class DiffusionTrainerOptions
         Check(ConditionDropout is >= 0 and < 1, nameof(ConditionDropout), "ConditionDropout must be in [0, 1).");
         Check(LogEvery >= 1, nameof(LogEvery), "LogEvery must be positive.");
         Check(CheckpointEvery >= 1 && KeepCheckpoints >= 1, nameof(CheckpointEvery), "CheckpointEvery and KeepCheckpoints must be positive.");
+        Check(MaxTrainingTime is null || MaxTrainingTime > TimeSpan.Zero, nameof(MaxTrainingTime), "MaxTrainingTime must be positive.");
         Check(!Resume || CheckpointDirectory is not null, nameof(Resume), "Resume needs a CheckpointDirectory.");
         Check(MaxConsecutiveNonFiniteSteps >= 1, nameof(MaxConsecutiveNonFiniteSteps), "MaxConsecutiveNonFiniteSteps must be positive.");
         ArgumentNullException.ThrowIfNull(Network, nameof(Network));

@@ -31,6 +31,9 @@ internal sealed class DiffusionTrainingLoop
     /// <summary>Gets the number of steps skipped by the non-finite guard.</summary>
     public int SkippedSteps { get; private set; }
 
+    /// <summary>Gets the number of optimizer steps done when training ended (less than planned when the time budget ran out).</summary>
+    public int CompletedSteps { get; private set; }
+
     /// <summary>The learning rate at step k (0-based): linear warm-up to the peak, then constant.</summary>
     public static double LearningRateAt(int step, double peak, int warmup) => warmup <= 0 || step >= warmup ? peak : peak * (step + 1) / warmup;
 
@@ -152,6 +155,11 @@ internal sealed class DiffusionTrainingLoop
                 double rate = windowImages / Math.Max(1e-9, now - windowStart);
                 double stepsPerSecond = (double)windowImages / (options.BatchSize * options.GradientAccumulationSteps) / Math.Max(1e-9, now - windowStart);
                 var remaining = TimeSpan.FromSeconds((options.TrainSteps - done) / Math.Max(1e-9, stepsPerSecond));
+                if (options.MaxTrainingTime is TimeSpan limit && limit - clock.Elapsed < remaining)
+                {
+                    remaining = limit > clock.Elapsed ? limit - clock.Elapsed : TimeSpan.Zero;
+                }
+
                 report(new TrainingProgress(done, options.TrainSteps, windowSteps > 0 ? windowLoss / windowSteps : double.NaN, lr, rate, clock.Elapsed, remaining, SkippedSteps));
                 windowLoss = 0;
                 windowSteps = 0;
@@ -159,11 +167,20 @@ internal sealed class DiffusionTrainingLoop
                 windowStart = now;
             }
 
-            if (directory is not null && (done % options.CheckpointEvery == 0 || done == options.TrainSteps))
+            bool outOfTime = options.MaxTrainingTime is TimeSpan budget && clock.Elapsed >= budget && done < options.TrainSteps;
+            if (directory is not null && (done % options.CheckpointEvery == 0 || done == options.TrainSteps || outOfTime))
             {
                 Checkpoint.Write(directory, state, options.KeepCheckpoints);
             }
+
+            if (outOfTime)
+            {
+                log(FormattableString.Invariant($"The training time budget of {options.MaxTrainingTime} is used up: stopping after step {done} of {options.TrainSteps}."));
+                break;
+            }
         }
+
+        CompletedSteps = state.Step;
 
         ema?.CopyTo(network);
         network.eval();
