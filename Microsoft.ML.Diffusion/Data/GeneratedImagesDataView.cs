@@ -47,7 +47,7 @@ internal sealed class GeneratedImagesDataView : IDataView
                 nameof(inputSchema), $"Seed column '{seed.Name}' has type {seed.Type}; expected Int32, UInt32 or Int64.");
         }
 
-        if (model.ClassCount > 0 && LabelColumn(inputSchema, sampler) is DataViewSchema.Column label && !IsLabelType(label.Type))
+        if (model.ClassCount > 0 && LabelColumn(inputSchema, sampler) is DataViewSchema.Column label && !LabelColumnReader.IsSupported(label.Type))
         {
             throw new ArgumentOutOfRangeException(
                 nameof(inputSchema), $"Label column '{label.Name}' has type {label.Type}; expected a key or an integer type.");
@@ -81,10 +81,6 @@ internal sealed class GeneratedImagesDataView : IDataView
 
     private static bool IsSeedType(DataViewType type) =>
         type == NumberDataViewType.Int32 || type == NumberDataViewType.UInt32 || type == NumberDataViewType.Int64;
-
-    private static bool IsLabelType(DataViewType type) =>
-        type is KeyDataViewType || type == NumberDataViewType.Int32 || type == NumberDataViewType.Int64 || type == NumberDataViewType.UInt32
-        || type == NumberDataViewType.Byte || type == NumberDataViewType.Int16 || type == NumberDataViewType.UInt16;
 
     private byte[][] Generate()
     {

@@ -75,9 +75,7 @@ internal static class ImageBatchReader
         {
             var label = schema.GetColumnOrNull(labelColumn) ?? throw new ArgumentOutOfRangeException(
                 nameof(labelColumn), $"Label column '{labelColumn}' is not in the data.");
-            if (label.Type is not KeyDataViewType && label.Type != NumberDataViewType.Int32 && label.Type != NumberDataViewType.Int64
-                && label.Type != NumberDataViewType.UInt32 && label.Type != NumberDataViewType.Int16 && label.Type != NumberDataViewType.UInt16
-                && label.Type != NumberDataViewType.Byte)
+            if (!LabelColumnReader.IsSupported(label.Type))
             {
                 throw new ArgumentOutOfRangeException(nameof(labelColumn), $"Label column '{labelColumn}' has type {label.Type}; expected a key or an integer type.");
             }

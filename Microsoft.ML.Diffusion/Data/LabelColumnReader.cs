@@ -6,6 +6,11 @@ namespace Microsoft.ML.Diffusion.Data;
 /// <summary>Reads a key or integer label column as a 0-based class index (null for a missing key).</summary>
 internal static class LabelColumnReader
 {
+    /// <summary>Whether a column of this type can hold class labels (a key or an integer type).</summary>
+    public static bool IsSupported(DataViewType type) =>
+        type is KeyDataViewType || type == NumberDataViewType.Int32 || type == NumberDataViewType.Int64 || type == NumberDataViewType.UInt32
+        || type == NumberDataViewType.Byte || type == NumberDataViewType.Int16 || type == NumberDataViewType.UInt16;
+
     public static Func<long?> Create(DataViewRow row, DataViewSchema.Column column)
     {
         DataViewType type = column.Type;

@@ -233,18 +233,7 @@ public sealed class NoiseSchedule
     /// <summary>A schedule from the caller's β array (copied); every β must satisfy 0 &lt; β &lt; 1.</summary>
     /// <param name="betas">β₁…β_T, at least two values.</param>
     /// <returns>The schedule.</returns>
-    public static NoiseSchedule Custom(IReadOnlyList<double> betas)
-    {
-        ArgumentNullException.ThrowIfNull(betas);
-        CheckTimesteps(betas.Count);
-        var copy = new double[betas.Count];
-        for (int i = 0; i < copy.Length; i++)
-        {
-            copy[i] = betas[i];
-        }
-
-        return new NoiseSchedule(BetaSchedule.Custom, copy);
-    }
+    public static NoiseSchedule Custom(IReadOnlyList<double> betas) => Restore(BetaSchedule.Custom, betas);
 
     /// <summary>Rebuilds a saved schedule from its exact β values, keeping the family it was made from.</summary>
     internal static NoiseSchedule Restore(BetaSchedule kind, IReadOnlyList<double> betas)

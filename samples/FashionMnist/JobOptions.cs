@@ -18,7 +18,7 @@ public sealed class JobOptions
     public int? Steps { get; set; }
 
     /// <summary>Gets or sets the training time budget in minutes.</summary>
-    public double Minutes { get; set; } = 8.5;
+    public double Minutes { get; set; } = 8.0;
 
     /// <summary>Gets or sets the output folder.</summary>
     public string Out { get; set; } = "out";
