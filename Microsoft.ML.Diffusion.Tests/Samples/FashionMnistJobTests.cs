@@ -18,7 +18,7 @@ public sealed class FashionMnistJobTests
         try
         {
             using var console = new StringWriter();
-            int code = FashionMnistJob.Run(new[] { "--steps", "5", "--sampling-steps", "3", "--out", output }, console);
+            int code = FashionMnistJob.Run(new[] { "--steps", "5", "--sampling-steps", "3", "--out", output, "--data", Path.Combine(AppContext.BaseDirectory, "data", "fashion-mnist") }, console);
             Assert.AreEqual(0, code, console.ToString());
             foreach (string file in new[] { "samples.png", "denoising.png", "model.zip", "training-log.csv" })
             {
