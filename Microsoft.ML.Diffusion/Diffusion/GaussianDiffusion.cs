@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Linq;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -32,6 +33,7 @@ public sealed class GaussianDiffusion : nn.Module
     private readonly Tensor fixed_large_log_variance;
     private readonly Tensor log_betas;
     private readonly Tensor snr;
+    private readonly Tensor? timestep_map;
 
     /// <summary>Initializes a new instance of the <see cref="GaussianDiffusion"/> class for square images.</summary>
     /// <param name="model">The noise predictor; its output channels must match <paramref name="variance"/>.</param>
@@ -118,6 +120,15 @@ public sealed class GaussianDiffusion : nn.Module
         RegisterComponents();
     }
 
+    private GaussianDiffusion(GaussianDiffusion parent, NoiseSchedule schedule, long[] timestepMap)
+        : this(parent.model, schedule, parent.ImageHeight, parent.ImageWidth, parent.Objective, parent.LossType, parent.Variance)
+    {
+        timestep_map = tensor(timestepMap, dtype: int64).to(parent.Device);
+        MinSnrGamma = parent.MinSnrGamma;
+        HybridLambda = parent.HybridLambda;
+        this.to(parent.Device);
+    }
+
     /// <summary>Gets the network.</summary>
     public UNet Model => model;
 
@@ -150,6 +161,37 @@ public sealed class GaussianDiffusion : nn.Module
 
     /// <summary>Gets or sets λ of the hybrid loss L_simple + λ·L_vlb used with learned variance. Default 0.001.</summary>
     public double HybridLambda { get; set; } = 0.001;
+
+    /// <summary>Gets the original timesteps this (respaced) diffusion's steps stand for, or null when it is not respaced.</summary>
+    public IReadOnlyList<long>? RespacedTimesteps => timestep_map?.cpu().data<long>().ToArray();
+
+    /// <summary>
+    /// A diffusion over a subsequence τ₁ &lt; … &lt; τ_K of this one's timesteps (Nichol &amp; Dhariwal 2021, section 4):
+    /// ᾱ'_i = ᾱ_{τ_i}, β'_i = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}, sharing this network, which it calls with the original timestep τ_i.
+    /// Its variational bound is a valid bound on the likelihood of the respaced model (not of the full T-step one).
+    /// The result shares the network: dispose only the original.
+    /// </summary>
+    /// <param name="steps">K, the number of steps kept (2 ≤ K ≤ T); evenly spaced, always including the first and last.</param>
+    /// <returns>The respaced diffusion.</returns>
+    public GaussianDiffusion Respace(int steps)
+    {
+        if (steps < 2 || steps > Timesteps)
+        {
+            throw new ArgumentOutOfRangeException(nameof(steps), steps, $"A respaced chain needs between 2 and {Timesteps} steps.");
+        }
+
+        var kept = Enumerable.Range(0, steps).Select(i => (long)Math.Round((double)i * (Timesteps - 1) / (steps - 1), MidpointRounding.AwayFromZero)).ToArray();
+        var betas = new double[steps];
+        double previous = 1.0;
+        for (int i = 0; i < steps; i++)
+        {
+            double current = Schedule.AlphasCumprod[(int)kept[i]];
+            betas[i] = 1.0 - (current / previous);
+            previous = current;
+        }
+
+        return new GaussianDiffusion(this, NoiseSchedule.Restore(Schedule.Kind, betas), kept);
+    }
 
     /// <summary>Gets the device the buffers and the network live on.</summary>
     public Device Device => betas.device;
@@ -233,12 +275,12 @@ public sealed class GaussianDiffusion : nn.Module
     {
         if (classes is null || guidanceScale == 1.0 || model.Options.ClassCount == 0)
         {
-            return model.forward(xt, t, classes);
+            return model.forward(xt, NetworkTime(t), classes);
         }
 
         using var scope = NewDisposeScope();
-        var conditional = model.forward(xt, t, classes);
-        var unconditional = model.forward(xt, t, full_like(classes, model.Options.ClassCount));
+        var conditional = model.forward(xt, NetworkTime(t), classes);
+        var unconditional = model.forward(xt, NetworkTime(t), full_like(classes, model.Options.ClassCount));
         var guided = unconditional + (guidanceScale * (conditional - unconditional));
         if (Variance == VarianceType.LearnedRange)
         {
@@ -341,7 +383,7 @@ public sealed class GaussianDiffusion : nn.Module
     {
         using var scope = NewDisposeScope();
         var xt = QSample(images, t, noise);
-        var output = model.forward(xt, t, classes);
+        var output = model.forward(xt, NetworkTime(t), classes);
         var meanOutput = Variance == VarianceType.LearnedRange ? output.chunk(2, 1)[0] : output;
         var target = Objective switch
         {
@@ -394,7 +436,7 @@ public sealed class GaussianDiffusion : nn.Module
     public Tensor VariationalBoundTerm(Tensor images, Tensor xt, Tensor t, Tensor? classes = null)
     {
         using var scope = NewDisposeScope();
-        var output = model.forward(xt, t, classes);
+        var output = model.forward(xt, NetworkTime(t), classes);
         return VariationalBoundTermFromOutput(output, images, xt, t).MoveToOuterDisposeScope();
     }
 
@@ -436,7 +478,7 @@ public sealed class GaussianDiffusion : nn.Module
         }
 
         var prior = PriorBitsPerDim(images).to(float64);
-        var total = terms.sum(1) + prior;
+        var total = terms.sum(new long[] { 1 }) + prior;
         return new VariationalBound(total, prior, terms);
     }
 
@@ -459,6 +501,9 @@ public sealed class GaussianDiffusion : nn.Module
         p.LogVariance.MoveToOuterDisposeScope(),
         p.PredictedStart.MoveToOuterDisposeScope(),
         p.PredictedNoise.MoveToOuterDisposeScope());
+
+    // The timestep the network sees: the original one for a respaced diffusion.
+    private Tensor NetworkTime(Tensor t) => timestep_map is null ? t : timestep_map.gather(0, t);
 
     // a[t] reshaped to N×1×1×1 and cast to the dtype of x.
     private static Tensor Extract(Tensor a, Tensor t, Tensor x)
