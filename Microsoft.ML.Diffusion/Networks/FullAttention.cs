@@ -32,7 +32,7 @@ internal sealed class FullAttention : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], h = x.shape[2], w = x.shape[3];
-        var qkv = to_qkv.call(norm.call(x)).view(b, 3, heads, dimHead, h * w).transpose(-1, -2); // b 3 heads n d
+        var qkv = Pointwise.Project(to_qkv, norm.call(x)).view(b, 3, heads, dimHead, h * w).transpose(-1, -2); // b 3 heads n d
         var q = qkv[.., 0];
         var memory = mem_kv.unsqueeze(1).expand(2, b, heads, MemorySlots, dimHead);
         var k = cat(new[] { memory[0], qkv[.., 1] }, -2);

@@ -39,7 +39,7 @@ internal sealed class LinearAttention : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], h = x.shape[2], w = x.shape[3];
-        var qkv = to_qkv.call(norm.call(x)).view(b, 3, heads, dimHead, h * w);
+        var qkv = Pointwise.Project(to_qkv, norm.call(x)).view(b, 3, heads, dimHead, h * w);
         var q = qkv[.., 0];
         var k = qkv[.., 1];
         var v = qkv[.., 2];

@@ -20,8 +20,9 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        using var normalized = nn.functional.normalize(x, p: 2, dim: 1);
-        using var gain = g * scale;
-        return normalized * gain;
+        // x / max(‖x‖₂, 1e-12) · g · √C over the channel axis, as F.normalize does, in three kernels instead of its six.
+        using var scope = NewDisposeScope();
+        var inverseNorm = x.square().sum(new long[] { 1 }, keepdim: true).clamp_min(1e-24).rsqrt();
+        return (x * inverseNorm * (g * scale)).MoveToOuterDisposeScope();
     }
 }
