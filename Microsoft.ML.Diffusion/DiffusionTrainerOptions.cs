@@ -73,6 +73,14 @@ public sealed class DiffusionTrainerOptions
     /// <summary>Gets or sets micro-batches per optimizer step; the effective batch is BatchSize × this. Default 1.</summary>
     public int GradientAccumulationSteps { get; set; } = 1;
 
+    /// <summary>
+    /// Gets or sets the number of images the network processes at once within a batch, or null for the whole batch. The
+    /// gradient is the same (the batch's mean loss); only the memory schedule changes. On the CPU, batches whose
+    /// activations exceed glibc's 32 MB mmap threshold are slower per image than smaller chunks (measured in
+    /// docs/performance.md), so splitting large batches pays.
+    /// </summary>
+    public int? MicroBatchSize { get; set; }
+
     /// <summary>Gets or sets the ceiling of the EMA decay (the decay ramps up to it); 0 disables the average. Default 0.995.</summary>
     public double EmaDecay { get; set; } = 0.995;
 
@@ -155,6 +163,7 @@ public sealed class DiffusionTrainerOptions
         Check(WeightDecay >= 0, nameof(WeightDecay), "WeightDecay must not be negative.");
         Check(WarmupSteps is null || WarmupSteps >= 0, nameof(WarmupSteps), "WarmupSteps must not be negative.");
         Check(GradientClip >= 0, nameof(GradientClip), "GradientClip must not be negative.");
+        Check(MicroBatchSize is null || MicroBatchSize >= 1, nameof(MicroBatchSize), "MicroBatchSize must be positive.");
         Check(GradientAccumulationSteps >= 1, nameof(GradientAccumulationSteps), "GradientAccumulationSteps must be at least 1.");
         Check(EmaDecay is >= 0 and < 1, nameof(EmaDecay), "EmaDecay must be in [0, 1).");
         Check(ConditionDropout is >= 0 and < 1, nameof(ConditionDropout), "ConditionDropout must be in [0, 1).");

@@ -6,12 +6,22 @@ namespace Microsoft.ML.Diffusion;
 /// <summary>Generative models for ML.NET: <c>mlContext.Generative()</c>.</summary>
 public sealed class GenerativeCatalog
 {
+    private readonly MLContext mlContext;
     private readonly IHostEnvironment env;
 
     internal GenerativeCatalog(MLContext mlContext)
     {
+        this.mlContext = mlContext;
         env = mlContext;
     }
+
+    /// <summary>
+    /// An AutoML-style experiment over the diffusion options: random configurations, successive halving, ranked by a
+    /// validation metric, under a time budget.
+    /// </summary>
+    /// <param name="settings">The search space, budget and metric.</param>
+    /// <returns>The experiment; call <see cref="DiffusionExperiment.Run"/>.</returns>
+    public DiffusionExperiment CreateDiffusionExperiment(DiffusionExperimentSettings settings) => new(mlContext, settings);
 
     /// <summary>A denoising diffusion trainer with full options.</summary>
     /// <param name="options">The options.</param>

@@ -50,6 +50,21 @@ public sealed class TrainingLoopTests
     }
 
     [TestMethod]
+    public void MicroBatchesTrainTheSameModelShapeAndLowerTheLoss()
+    {
+        var context = new MLContext(seed: 1);
+        var reports = new System.Collections.Generic.List<double>();
+        var options = MLNetTestData.Options(40);
+        options.MicroBatchSize = 3; // 8 images per batch: chunks of 3, 3 and 2
+        options.LogEvery = 10;
+        options.Progress = new Progress(p => reports.Add(p.Loss));
+        using var sampler = context.Generative().Diffusion(options).Fit(MLNetTestData.Patterns(context, copies: 4));
+        Assert.HasCount(4, reports);
+        Assert.IsTrue(reports.All(double.IsFinite) && reports[^1] < reports[0], string.Join(", ", reports));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => context.Generative().Diffusion(new DiffusionTrainerOptions { MicroBatchSize = 0 }));
+    }
+
+    [TestMethod]
     public void OnlyTheNewestCheckpointsAreKept()
     {
         var context = new MLContext(seed: 1);

@@ -425,6 +425,29 @@ public sealed class GaussianDiffusion : nn.Module
     }
 
     /// <summary>
+    /// Mean squared error between the true noise ε and the noise ε̂ the network implies (converted from its objective, x̂₀
+    /// not clamped), at seeded timesteps spread evenly over 0…T−1 — a validation score comparable across objectives.
+    /// </summary>
+    /// <param name="images">x₀ in [−1, 1].</param>
+    /// <param name="classes">Labels or null.</param>
+    /// <param name="seed">Seed of the noise.</param>
+    /// <returns>The mean squared error.</returns>
+    public double NoisePredictionError(Tensor images, Tensor? classes = null, long seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        CheckImages(images);
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(unchecked((ulong)seed), CPU);
+        long n = images.shape[0];
+        var t = (arange(n, dtype: float64) * ((double)Timesteps / n)).floor().to(int64).to(images.device);
+        var noise = randn(images.shape, dtype: images.dtype, generator: generator).to(images.device);
+        var xt = QSample(images, t, noise);
+        var prediction = PMeanVarianceFromOutput(model.forward(xt, NetworkTime(t), classes), xt, t, clipDenoised: false);
+        return (prediction.PredictedNoise - noise).square().mean().item<float>();
+    }
+
+    /// <summary>
     /// One term of the variational bound per image, in bits per dimension: L₀ = −log p(x₀ | x₁) with the discretised
     /// decoder where t = 0, else L_t = KL(q(x_{t−1} | x_t, x₀) ‖ p_θ(x_{t−1} | x_t)).
     /// </summary>

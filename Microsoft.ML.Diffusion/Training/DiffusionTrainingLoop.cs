@@ -104,9 +104,7 @@ internal sealed class DiffusionTrainingLoop
                         labels = labels.to(device);
                     }
 
-                    var loss = diffusion.Loss(images, labels, noiseGenerator) / options.GradientAccumulationSteps;
-                    loss.backward();
-                    stepLoss += loss.item<float>();
+                    stepLoss += BackwardInChunks(images, labels, noiseGenerator);
                 }
 
                 finite = double.IsFinite(stepLoss);
@@ -184,6 +182,28 @@ internal sealed class DiffusionTrainingLoop
 
         ema?.CopyTo(network);
         network.eval();
+    }
+
+    // Forward and backward of one batch, split into chunks of MicroBatchSize images (the gradient of the batch mean is
+    // the size-weighted sum of the chunks' gradients); returns the batch's loss divided by the accumulation steps.
+    private double BackwardInChunks(Tensor images, Tensor? labels, Generator generator)
+    {
+        long n = images.shape[0];
+        long chunk = options.MicroBatchSize is int m && m < n ? m : n;
+        double total = 0;
+        for (long start = 0; start < n; start += chunk)
+        {
+            using var scope = NewDisposeScope();
+            long end = Math.Min(n, start + chunk);
+            double weight = (double)(end - start) / n / options.GradientAccumulationSteps;
+            var part = chunk == n ? images : images[TensorIndex.Slice(start, end)];
+            var partLabels = labels is null || chunk == n ? labels : labels[TensorIndex.Slice(start, end)];
+            var loss = diffusion.Loss(part, partLabels, generator) * weight;
+            loss.backward();
+            total += loss.item<float>();
+        }
+
+        return total;
     }
 
     private Tensor NextIndices(TrainingState state, long count)

@@ -41,8 +41,15 @@ if (phase is "train" or "soak")
         using (var scope = NewDisposeScope())
         {
             optimizer.zero_grad();
-            var loss = diffusion.Loss(images);
-            loss.backward();
+            int chunk = options.MicroBatch is int m && m < batch ? m : batch;
+            for (int start = 0; start < batch; start += chunk)
+            {
+                // The gradient of the batch mean, in chunks (--micro-batch): the same work in smaller tensors.
+                var part = chunk == batch ? images : images[start..Math.Min(batch, start + chunk)];
+                var loss = diffusion.Loss(part) * ((double)part.shape[0] / batch);
+                loss.backward();
+            }
+
             optimizer.step();
         }
 

@@ -1,0 +1,69 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using Microsoft.ML;
+using Microsoft.VisualStudio.TestTools.UnitTesting;
+
+namespace Microsoft.ML.Diffusion.Tests.Evaluation;
+
+[TestClass]
+public sealed class DiffusionExperimentTests
+{
+    private static DiffusionExperimentSettings Settings(int seed = 3) => new()
+    {
+        BaseOptions = MLNetTestData.Options(),
+        SearchSpace = new DiffusionSearchSpace { Widths = new[] { 8 }, LearningRate = (1e-3, 3e-3) },
+        Trials = 4,
+        FirstRoundSteps = 4,
+        ReductionFactor = 2,
+        ValidationFraction = 0.25,
+        ValidationImages = 8,
+        Seed = seed,
+    };
+
+    [TestMethod]
+    public void SuccessiveHalvingRanksEveryTrialAndReturnsTheBestSampler()
+    {
+        var context = new MLContext(seed: 1);
+        var messages = new List<string>();
+        context.Log += (_, e) => { lock (messages) { messages.Add(e.Message); } };
+        using var result = context.Generative().CreateDiffusionExperiment(Settings()).Run(MLNetTestData.Patterns(context, copies: 16));
+        Assert.HasCount(4, result.Trials);
+        CollectionAssert.AreEqual(new[] { 2, 1, 0, 0 }, result.Trials.Select(t => t.Round).ToArray(), "4 → 2 → 1 trials");
+        Assert.AreEqual(16, result.Best.TrainSteps);
+        Assert.AreEqual(16, result.BestSampler.Model.TrainedSteps);
+        Assert.IsTrue(result.Trials.All(t => double.IsFinite(t.Metric) && t.Metric > 0));
+        var lastRound = result.Trials.Where(t => t.Round == 0).Select(t => t.Metric).ToArray();
+        CollectionAssert.AreEqual(lastRound.OrderBy(m => m).ToArray(), lastRound, "trials of a round are ranked by their metric");
+        Assert.IsTrue(messages.Any(m => m.Contains("Round 0, trial", StringComparison.Ordinal)));
+        Assert.AreEqual(1, result.BestSampler.Generate(1).Count);
+    }
+
+    [TestMethod]
+    public void TheSameSeedDrawsTheSameConfigurations()
+    {
+        var settings = Settings(seed: 5);
+        settings.Trials = 3;
+        settings.ReductionFactor = 4; // a single round
+        var context = new MLContext(seed: 1);
+        var data = MLNetTestData.Patterns(context, copies: 8);
+        using var a = context.Generative().CreateDiffusionExperiment(settings).Run(data);
+        using var b = context.Generative().CreateDiffusionExperiment(settings).Run(data);
+        CollectionAssert.AreEqual(a.Trials.Select(t => t.Description).ToArray(), b.Trials.Select(t => t.Description).ToArray());
+        CollectionAssert.AreEqual(a.Trials.Select(t => t.Metric).ToArray(), b.Trials.Select(t => t.Metric).ToArray());
+    }
+
+    [TestMethod]
+    public void BitsPerDimCanRankTrialsAndBadSettingsAreRefused()
+    {
+        var settings = Settings();
+        settings.Trials = 2;
+        settings.Metric = ExperimentMetric.BitsPerDim;
+        settings.BoundSteps = 5;
+        var context = new MLContext(seed: 1);
+        using var result = context.Generative().CreateDiffusionExperiment(settings).Run(MLNetTestData.Patterns(context, copies: 8));
+        Assert.IsTrue(result.Trials.All(t => double.IsFinite(t.Metric) && t.Metric > 0), string.Join(", ", result.Trials.Select(t => t.Metric)));
+        Assert.ThrowsExactly<ArgumentException>(() => context.Generative().CreateDiffusionExperiment(new DiffusionExperimentSettings { Metric = ExperimentMetric.FrechetDistance }));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => context.Generative().CreateDiffusionExperiment(new DiffusionExperimentSettings { ReductionFactor = 1 }));
+    }
+}
