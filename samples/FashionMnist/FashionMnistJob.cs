@@ -40,9 +40,9 @@ public static class FashionMnistJob
         var total = Stopwatch.StartNew();
         Directory.CreateDirectory(options.Out);
         var mlContext = new MLContext(seed: options.Seed);
-        var (imagesFile, labelsFile, description) = FindData(options.Data);
-        console.WriteLine($"Data: {description}");
-        var data = IdxReader.Load(mlContext, imagesFile, labelsFile);
+        var source = FindData(options.Data);
+        console.WriteLine($"Data: {source.Description}");
+        var (train, test) = Split(mlContext, source, holdOut: options.Metrics);
 
         var trainer = new DiffusionTrainerOptions
         {
@@ -56,6 +56,7 @@ public static class FashionMnistJob
             Loss = DiffusionLoss.MeanSquaredError,
             Network = new UNetOptions { Dim = 16, DimMults = new[] { 1, 2, 4 }, AttentionHeads = 2, AttentionDimHead = 16 },
             BatchSize = 64,
+            MicroBatchSize = 32,
             LearningRate = 2e-3,
             WarmupSteps = 100,
             EmaDecay = 0.995,
@@ -77,6 +78,11 @@ public static class FashionMnistJob
             },
         };
 
+        if (options.Experiment is double minutes)
+        {
+            trainer = Experiment(mlContext, trainer, train, minutes, console);
+        }
+
         using var log = new StreamWriter(Path.Combine(options.Out, "training-log.csv"));
         log.WriteLine("step,loss,lr,images_per_second");
         var bar = new ProgressBar(console);
@@ -86,32 +92,93 @@ public static class FashionMnistJob
             bar.Show(p, options.Steps is null ? TimeSpan.FromMinutes(options.Minutes) : null);
         });
 
-        using var sampler = mlContext.Generative().Diffusion(trainer).Fit(data);
+        var trainingClock = Stopwatch.StartNew();
+        using var sampler = mlContext.Generative().Diffusion(trainer).Fit(train);
         bar.Done();
         log.Flush();
-        console.WriteLine($"Trained {sampler.Model.TrainedSteps} steps in {total.Elapsed:mm\\:ss}.");
+        double trainingSeconds = trainingClock.Elapsed.TotalSeconds;
+        console.WriteLine($"Trained {sampler.Model.TrainedSteps} steps in {trainingClock.Elapsed:mm\\:ss}.");
 
         var clock = Stopwatch.StartNew();
         WriteSamples(sampler, options, Path.Combine(options.Out, "samples.png"));
         WriteDenoisingStrip(sampler, options, Path.Combine(options.Out, "denoising.png"));
         console.WriteLine($"Sampled in {clock.Elapsed:mm\\:ss}.");
         sampler.Save(mlContext, Path.Combine(options.Out, "model.zip"));
-        console.WriteLine($"Wrote {Path.GetFullPath(options.Out)}: samples.png, denoising.png, model.zip, training-log.csv ({total.Elapsed:mm\\:ss} in all).");
+        if (options.Metrics && test is not null)
+        {
+            JobMetrics.Measure(sampler, train, test, options, trainingSeconds, console);
+        }
+
+        console.WriteLine($"Wrote {Path.GetFullPath(options.Out)}: samples.png, denoising.png, model.zip, training-log.csv{(options.Metrics ? ", metrics.json" : string.Empty)} ({total.Elapsed:mm\\:ss} in all).");
         return 0;
     }
 
-    private static (string Images, string Labels, string Description) FindData(string? folder)
+    private static (IDataView Train, IDataView? Test) Split(MLContext mlContext, DataSource source, bool holdOut)
+    {
+        var train = IdxReader.Load(mlContext, source.Images, source.Labels);
+        if (!holdOut)
+        {
+            return (train, null);
+        }
+
+        if (source.TestImages is not null && source.TestLabels is not null)
+        {
+            return (train, IdxReader.Load(mlContext, source.TestImages, source.TestLabels));
+        }
+
+        // Only the test split is at hand: hold out its last 1,000 images for the metrics.
+        long rows = train.GetRowCount() ?? 10_000;
+        return (mlContext.Data.TakeRows(train, rows - 1000), mlContext.Data.SkipRows(train, rows - 1000));
+    }
+
+    private static DiffusionTrainerOptions Experiment(MLContext mlContext, DiffusionTrainerOptions baseOptions, IDataView train, double minutes, TextWriter console)
+    {
+        console.WriteLine($"Searching the diffusion options for {minutes} minutes (successive halving, validation noise error)...");
+        var settings = new DiffusionExperimentSettings
+        {
+            BaseOptions = baseOptions,
+            SearchSpace = new DiffusionSearchSpace { Widths = new[] { 16 }, Variances = new[] { VarianceType.FixedSmall, VarianceType.FixedLarge } },
+            Trials = 8,
+            FirstRoundSteps = 50,
+            MaxTime = TimeSpan.FromMinutes(minutes),
+            Seed = baseOptions.Seed ?? 0,
+        };
+        using var result = mlContext.Generative().CreateDiffusionExperiment(settings).Run(train);
+        console.WriteLine("rank  round  steps  metric     seconds  configuration");
+        int rank = 1;
+        foreach (var trial in result.Trials)
+        {
+            console.WriteLine(FormattableString.Invariant($"{rank++,4}  {trial.Round,5}  {trial.TrainSteps,5}  {trial.Metric,9:F5}  {trial.Duration.TotalSeconds,7:F0}  {trial.Description}"));
+        }
+
+        var best = result.Best.Options;
+        baseOptions.Schedule = best.Schedule;
+        baseOptions.Objective = best.Objective;
+        baseOptions.Loss = best.Loss;
+        baseOptions.Variance = best.Variance;
+        baseOptions.LearningRate = best.LearningRate;
+        baseOptions.Network = best.Network;
+        baseOptions.EmaDecay = best.EmaDecay;
+        console.WriteLine($"Training the best configuration: {result.Best.Description}.");
+        return baseOptions;
+    }
+
+    private static DataSource FindData(string? folder)
     {
         foreach (string dir in folder is null ? new[] { InstalledFolder, Path.Combine(AppContext.BaseDirectory, "data", "fashion-mnist") } : new[] { folder })
         {
-            foreach (string split in new[] { "train", "t10k" })
+            string? testImages = Existing(dir, "t10k-images-idx3-ubyte");
+            string? testLabels = Existing(dir, "t10k-labels-idx1-ubyte");
+            string? images = Existing(dir, "train-images-idx3-ubyte");
+            string? labels = Existing(dir, "train-labels-idx1-ubyte");
+            if (images is not null && labels is not null)
             {
-                string? images = Existing(dir, $"{split}-images-idx3-ubyte");
-                string? labels = Existing(dir, $"{split}-labels-idx1-ubyte");
-                if (images is not null && labels is not null)
-                {
-                    return (images, labels, $"{images} ({(split == "train" ? "training split" : "test split")})");
-                }
+                return new DataSource(images, labels, testImages, testLabels, $"{images} (training split{(testImages is null ? string.Empty : "; metrics on the test split")})");
+            }
+
+            if (testImages is not null && testLabels is not null)
+            {
+                return new DataSource(testImages, testLabels, null, null, $"{testImages} (test split)");
             }
         }
 
@@ -153,6 +220,8 @@ public static class FashionMnistJob
         "Ankle boot" => "Boot",
         _ => name,
     };
+
+    private sealed record DataSource(string Images, string Labels, string? TestImages, string? TestLabels, string Description);
 
     private sealed class Reporter : IProgress<TrainingProgress>
     {

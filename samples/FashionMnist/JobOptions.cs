@@ -9,7 +9,8 @@ public sealed class JobOptions
     /// <summary>How to call the job.</summary>
     public const string Usage =
         "dotnet run -c Release --project samples/FashionMnist -- [--data DIR] [--steps N] [--minutes M] [--out DIR]\n"
-        + "    [--sampler ddim|ddpm] [--sampling-steps S] [--guidance W] [--unconditional] [--resume] [--device cpu|cuda] [--seed N]";
+        + "    [--sampler ddim|ddpm] [--sampling-steps S] [--guidance W] [--unconditional] [--resume] [--device cpu|cuda] [--seed N]\n"
+        + "    [--experiment MINUTES] [--no-metrics] [--metric-images N]";
 
     /// <summary>Gets or sets a folder with IDX files (train-* or t10k-*); default: the full training split when installed, else the embedded test split.</summary>
     public string? Data { get; set; }
@@ -18,7 +19,7 @@ public sealed class JobOptions
     public int? Steps { get; set; }
 
     /// <summary>Gets or sets the training time budget in minutes.</summary>
-    public double Minutes { get; set; } = 8.0;
+    public double Minutes { get; set; } = 6.5;
 
     /// <summary>Gets or sets the output folder.</summary>
     public string Out { get; set; } = "out";
@@ -40,6 +41,15 @@ public sealed class JobOptions
 
     /// <summary>Gets or sets the device.</summary>
     public string Device { get; set; } = "cpu";
+
+    /// <summary>Gets or sets the minutes of an options search before the final training (null: no search).</summary>
+    public double? Experiment { get; set; }
+
+    /// <summary>Gets or sets a value indicating whether bits/dim and Fréchet distance are measured at the end.</summary>
+    public bool Metrics { get; set; } = true;
+
+    /// <summary>Gets or sets how many generated and real images the Fréchet distance compares.</summary>
+    public int MetricImages { get; set; } = 200;
 
     /// <summary>Gets or sets the seed.</summary>
     public int Seed { get; set; } = 1;
@@ -64,6 +74,9 @@ public sealed class JobOptions
                 case "--resume": o.Resume = true; break;
                 case "--device": o.Device = Next(); break;
                 case "--seed": o.Seed = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--experiment": o.Experiment = double.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--no-metrics": o.Metrics = false; break;
+                case "--metric-images": o.MetricImages = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--help" or "-h": throw new ArgumentException(Usage);
                 default: throw new ArgumentException($"Unknown argument '{args[i]}'.\n{Usage}");
             }
@@ -74,9 +87,9 @@ public sealed class JobOptions
             throw new ArgumentException($"--sampler must be ddim or ddpm, not '{o.Sampler}'.");
         }
 
-        if (o.Steps is < 1 || o.Minutes <= 0 || o.SamplingSteps < 1)
+        if (o.Steps is < 1 || o.Minutes <= 0 || o.SamplingSteps < 1 || o.Experiment is <= 0 || o.MetricImages < 2)
         {
-            throw new ArgumentException("--steps, --minutes and --sampling-steps must be positive.");
+            throw new ArgumentException("--steps, --minutes, --sampling-steps and --experiment must be positive, --metric-images at least 2.");
         }
 
         return o;
