@@ -84,9 +84,6 @@ public sealed class DiffusionTrainerOptions
     /// <summary>Gets or sets the ceiling of the EMA decay (the decay ramps up to it); 0 disables the average. Default 0.995.</summary>
     public double EmaDecay { get; set; } = 0.995;
 
-    /// <summary>Gets or sets a value indicating whether to train with bf16 autocast (CUDA only; ignored on the CPU). Default false.</summary>
-    public bool MixedPrecision { get; set; }
-
     /// <summary>Gets or sets a value indicating whether training images are flipped left–right at random. Default false.</summary>
     public bool RandomHorizontalFlip { get; set; }
 
