@@ -53,3 +53,13 @@ internal static class TinyModels
         return stats.ThreadTotalLiveCount + stats.CreatedOutsideScopeCount - stats.DisposedOutsideScopeCount;
     }
 }
+
+/// <summary>Reports synchronously on the calling thread (System.Progress posts to a thread pool).</summary>
+internal sealed class SyncProgress<T> : System.IProgress<T>
+{
+    private readonly System.Action<T> action;
+
+    public SyncProgress(System.Action<T> action) => this.action = action;
+
+    public void Report(T value) => action(value);
+}

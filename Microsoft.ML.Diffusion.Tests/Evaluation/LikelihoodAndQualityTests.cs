@@ -72,7 +72,7 @@ public sealed class LikelihoodAndQualityTests
         var progress = new System.Collections.Generic.List<int>();
         var result = new LikelihoodEvaluator(trained.Model).Evaluate(
             MLNetTestData.Patterns(context, copies: 2),
-            new LikelihoodOptions { Steps = 10, BatchSize = 2, Progress = new Reporter(p => progress.Add(p.Done)) });
+            new LikelihoodOptions { Steps = 10, BatchSize = 2, Progress = new SyncProgress<(int Done, int Total)>(p => progress.Add(p.Done)) });
         Assert.AreEqual(10, result.Steps);
         Assert.HasCount(10, result.PerTimestep);
         Assert.IsTrue(double.IsFinite(result.BitsPerDim) && result.BitsPerDim > 0);
@@ -105,14 +105,5 @@ public sealed class LikelihoodAndQualityTests
         Assert.IsTrue(good.FrechetDistance < bad.FrechetDistance, $"samples {good.FrechetDistance:F3} vs noise {bad.FrechetDistance:F3}");
         Assert.AreEqual(0.0, good.FloorDistance, 1e-6, "the floor of identical real sets is 0");
         Assert.IsTrue(good.MeanMaxProbability > 0.6, $"confidence on samples {good.MeanMaxProbability:F3}, on noise {bad.MeanMaxProbability:F3}");
-    }
-
-    private sealed class Reporter : IProgress<(int Done, int Total)>
-    {
-        private readonly Action<(int Done, int Total)> action;
-
-        public Reporter(Action<(int Done, int Total)> action) => this.action = action;
-
-        public void Report((int Done, int Total) value) => action(value);
     }
 }

@@ -103,7 +103,7 @@ public sealed class DiffusionTrainerTests
         var reports = new List<TrainingProgress>();
         var options = MLNetTestData.Options(steps: 10);
         options.LogEvery = 5;
-        options.Progress = new SynchronousProgress(reports.Add);
+        options.Progress = new SyncProgress<TrainingProgress>(reports.Add);
         using var trained = ml.Generative().Diffusion(options).Fit(MLNetTestData.Patterns(ml));
         Assert.IsTrue(messages.Any(m => m.Contains("step 5/10", StringComparison.Ordinal) && m.Contains("img/s", StringComparison.Ordinal)), string.Join("\n", messages));
         CollectionAssert.AreEqual(new[] { 5, 10 }, reports.Select(r => r.Step).ToArray());
@@ -118,7 +118,7 @@ public sealed class DiffusionTrainerTests
         var options = MLNetTestData.Options(steps: 1000);
         options.LogEvery = 1;
         options.CancellationToken = source.Token;
-        options.Progress = new SynchronousProgress(p =>
+        options.Progress = new SyncProgress<TrainingProgress>(p =>
         {
             reports.Add(p.Step);
             if (p.Step == 3)
@@ -147,13 +147,4 @@ public sealed class DiffusionTrainerTests
     private static SchemaShape Shape(DataViewSchema schema) => new(schema.Select(c => c.Type is VectorDataViewType v
         ? MLNetInternals.Column(c.Name, SchemaShape.Column.VectorKind.Vector, v.ItemType)
         : MLNetInternals.Column(c.Name, SchemaShape.Column.VectorKind.Scalar, c.Type)));
-
-    private sealed class SynchronousProgress : IProgress<TrainingProgress>
-    {
-        private readonly Action<TrainingProgress> action;
-
-        public SynchronousProgress(Action<TrainingProgress> action) => this.action = action;
-
-        public void Report(TrainingProgress value) => action(value);
-    }
 }

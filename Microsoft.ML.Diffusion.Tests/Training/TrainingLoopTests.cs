@@ -57,7 +57,7 @@ public sealed class TrainingLoopTests
         var options = MLNetTestData.Options(40);
         options.MicroBatchSize = 3; // 8 images per batch: chunks of 3, 3 and 2
         options.LogEvery = 10;
-        options.Progress = new Progress(p => reports.Add(p.Loss));
+        options.Progress = new SyncProgress<TrainingProgress>(p => reports.Add(p.Loss));
         using var sampler = context.Generative().Diffusion(options).Fit(MLNetTestData.Patterns(context, copies: 4));
         Assert.HasCount(4, reports);
         Assert.IsTrue(reports.All(double.IsFinite) && reports[^1] < reports[0], string.Join(", ", reports));
@@ -100,7 +100,7 @@ public sealed class TrainingLoopTests
         options.Resume = true;
         var reports = new System.Collections.Generic.List<int>();
         options.LogEvery = 1;
-        options.Progress = new Progress(p => reports.Add(p.Step));
+        options.Progress = new SyncProgress<TrainingProgress>(p => reports.Add(p.Step));
         using var sampler = context.Generative().Diffusion(options).Fit(data);
         Assert.AreEqual(5, reports.Min(), "training resumed after step 4");
     }
@@ -180,14 +180,5 @@ public sealed class TrainingLoopTests
         Assert.AreEqual(1.0, DiffusionTrainingLoop.LearningRateAt(9, 1.0, 10), 1e-12);
         Assert.AreEqual(1.0, DiffusionTrainingLoop.LearningRateAt(500, 1.0, 10), 1e-12);
         Assert.AreEqual(1.0, DiffusionTrainingLoop.LearningRateAt(0, 1.0, 0), 1e-12);
-    }
-
-    private sealed class Progress : IProgress<TrainingProgress>
-    {
-        private readonly Action<TrainingProgress> action;
-
-        public Progress(Action<TrainingProgress> action) => this.action = action;
-
-        public void Report(TrainingProgress value) => action(value);
     }
 }
