@@ -10,6 +10,14 @@ namespace Microsoft.ML.Diffusion.Tests.Diffusion;
 public sealed class GaussianDiffusionTests
 {
     [TestMethod]
+    public void BuildingAModelTunesTheNativeAllocatorOnLinuxOnly()
+    {
+        using var d = TinyModels.Diffusion(timesteps: 10);
+        Assert.IsTrue(DiffusionRuntime.TuneNativeAllocator);
+        Assert.AreEqual(OperatingSystem.IsLinux(), DiffusionRuntime.IsNativeAllocatorTuned);
+    }
+
+    [TestMethod]
     public void NoiseStartAndVelocityConversionsInvert()
     {
         using var d = TinyModels.Diffusion(timesteps: 100, schedule: BetaSchedule.Cosine);

@@ -75,6 +75,7 @@ public sealed class GaussianDiffusion : nn.Module
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(schedule);
+        DiffusionRuntime.EnsureNativeAllocatorTuned();
         int divisor = model.Options.SizeDivisor;
         if (imageHeight < 1 || imageWidth < 1 || imageHeight % divisor != 0 || imageWidth % divisor != 0)
         {
