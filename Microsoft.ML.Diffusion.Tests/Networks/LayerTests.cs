@@ -13,9 +13,10 @@ namespace Microsoft.ML.Diffusion.Tests.Networks;
 public sealed class LayerTests
 {
     [TestMethod]
-    [DataRow(16, 4, 32, 6, 6)]
-    [DataRow(40, 2, 8, 4, 2)]
-    public void LinearAttentionEqualsTheTextbookOrderInValueAndGradient(int dim, int heads, int dimHead, int height, int width)
+    [DataRow(16, 4, 32, 6, 6, false)]
+    [DataRow(16, 4, 32, 6, 6, true)]
+    [DataRow(40, 2, 8, 4, 2, true)]
+    public void LinearAttentionEqualsTheTextbookOrderInValueAndGradient(int dim, int heads, int dimHead, int height, int width, bool channelsLast)
     {
         using var scope = NewDisposeScope();
         manual_seed(3);
@@ -32,7 +33,9 @@ public sealed class LayerTests
         var x = randn(new long[] { 3, dim, height, width }, float64).requires_grad_(true);
         var upstream = randn(new long[] { 3, dim, height, width }, float64);
 
-        var fast = Gradients(layer.call(x), upstream, x, p.Values);
+        var output = layer.call(MemoryFormat.To(x, channelsLast));
+        Assert.AreEqual(channelsLast, MemoryFormat.IsChannelsLast(output), "the output keeps the input's memory layout");
+        var fast = Gradients(output, upstream, x, p.Values);
         var textbook = Gradients(TextbookLinearAttention(x, p, heads, dimHead), upstream, x, p.Values);
 
         for (int i = 0; i < fast.Count; i++)

@@ -46,24 +46,29 @@ internal sealed class LinearAttention : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         long b = x.shape[0], c = x.shape[1], height = x.shape[2], width = x.shape[3], n = height * width;
         long hidden = (long)heads * dimHead;
-        var features = norm.call(x).reshape(b, c, n);
+        bool channelsLast = MemoryFormat.IsChannelsLast(x);
+        var rows = norm.call(x).permute(0, 2, 3, 1).reshape(b, n, c); // b·n·c: a view when x is channels-last
         var weight = to_qkv.weight!.view(3 * hidden, c);
 
         // q as b·n·heads·d, so that its softmax over features runs along the contiguous axis.
-        var q = matmul(features.transpose(1, 2), weight.narrow(0, 0, hidden).t()).view(b, n, heads, dimHead).softmax(-1);
-        var keys = matmul(weight.narrow(0, hidden, hidden), features).view(b, heads, dimHead, n);
+        var q = matmul(rows, weight.narrow(0, 0, hidden).t()).view(b, n, heads, dimHead).softmax(-1);
+        var keys = matmul(weight.narrow(0, hidden, hidden), rows.transpose(1, 2)).view(b, heads, dimHead, n);
         var k = cat(new[] { mem_kv[0].expand(b, heads, dimHead, MemorySlots), keys }, -1).softmax(-1);
 
         // context = k·vᵀ over the memory slots and the pixels: k_mem·mem_vᵀ + (k_pix·xᵀ)·W_vᵀ (b·heads·d·e).
-        var keysTimesFeatures = matmul(k.narrow(-1, MemorySlots, n).reshape(b, hidden, n), features.transpose(1, 2)).view(b, heads, dimHead, c);
+        var keysTimesFeatures = matmul(k.narrow(-1, MemorySlots, n).reshape(b, hidden, n), rows).view(b, heads, dimHead, c);
         var valueWeight = weight.narrow(0, 2 * hidden, hidden).view(heads, dimHead, c);
         var context = matmul(keysTimesFeatures, valueWeight.transpose(-1, -2))
             + matmul(k.narrow(-1, 0, MemorySlots), mem_kv[1].transpose(-1, -2));
 
-        // W_o·(contextᵀ·(q·scale)) = (W_o·contextᵀ·scale)·q: a dim × hidden matrix per image, then one product with q.
+        // W_o·(contextᵀ·(q·scale)) = (W_o·contextᵀ·scale)·q: a dim × hidden matrix per image, then one product with q,
+        // written in the input's layout.
         long dim = to_out_conv.weight!.shape[0];
         var mixing = einsum("ohe,bhde->bohd", to_out_conv.weight.view(dim, heads, dimHead), context * scale).reshape(b, dim, hidden);
-        var output = matmul(mixing, q.view(b, n, hidden).transpose(1, 2)) + to_out_conv.bias!.view(1, dim, 1);
-        return to_out_norm.call(output.view(b, dim, height, width)).MoveToOuterDisposeScope();
+        var bias = to_out_conv.bias!;
+        var output = channelsLast
+            ? (matmul(q.view(b, n, hidden), mixing.transpose(1, 2)) + bias).view(b, height, width, dim).permute(0, 3, 1, 2)
+            : (matmul(mixing, q.view(b, n, hidden).transpose(1, 2)) + bias.view(1, dim, 1)).view(b, dim, height, width);
+        return to_out_norm.call(output).MoveToOuterDisposeScope();
     }
 }

@@ -34,6 +34,10 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
     private readonly ResnetBlock final_res_block;
     private readonly Conv2d final_conv;
 
+    // Levels at least this wide keep their activations channels-last on the CPU (measured on configs S, A and B: 4–9 %
+    // faster per training step than NCHW everywhere; 16 and 4 were slower than 8). Narrower, wider-channel levels stay NCHW.
+    private const int ChannelsLastMinWidth = 8;
+
     /// <summary>Initializes a new instance of the <see cref="UNet"/> class.</summary>
     /// <param name="options">The shape; validated here.</param>
     public UNet(UNetOptions options)
@@ -121,7 +125,9 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(time);
         CheckInput(x);
         using var scope = NewDisposeScope();
-        var h = init_conv.call(x);
+        bool cpu = x.device_type == DeviceType.CPU;
+        bool ChannelsLast(int level) => cpu && (x.shape[3] >> level) >= ChannelsLastMinWidth;
+        var h = MemoryFormat.To(init_conv.call(x), ChannelsLast(0));
         var r = h;
         var t = time_mlp_out.call(nn.functional.gelu(time_mlp_in.call(time_embedding.call(time))));
         if (class_embedding is not null)
@@ -131,27 +137,34 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
         }
 
         var skips = new Stack<Tensor>();
+        int depth = 0;
         foreach (var level in downs)
         {
+            h = MemoryFormat.To(h, ChannelsLast(depth));
             h = level.Block1.call(h, t);
             skips.Push(h);
             h = level.Attend(level.Block2.call(h, t));
             skips.Push(h);
             h = level.Resample(h);
+            depth++;
         }
 
+        depth--;
+        h = MemoryFormat.To(h, ChannelsLast(depth));
         h = mid_block1.call(h, t);
         h = mid_attn.call(h) + h;
         h = mid_block2.call(h, t);
 
         foreach (var level in ups)
         {
+            h = MemoryFormat.To(h, ChannelsLast(depth));
             h = level.Block1.call(cat(new[] { h, skips.Pop() }, 1), t);
             h = level.Block2.call(cat(new[] { h, skips.Pop() }, 1), t);
             h = level.Resample(level.Attend(h));
+            depth--;
         }
 
-        h = final_res_block.call(cat(new[] { h, r }, 1), t);
+        h = final_res_block.call(cat(new[] { MemoryFormat.To(h, ChannelsLast(0)), r }, 1), t);
         return final_conv.call(h).MoveToOuterDisposeScope();
     }
 
