@@ -47,6 +47,31 @@ public sealed class LayerTests
     }
 
     [TestMethod]
+    [DataRow(7, 7)]   // the explicit product
+    [DataRow(20, 16)] // libtorch's fused kernel
+    public void FullAttentionIsSoftmaxAttentionOverPixelsAndMemorySlots(int height, int width)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        const int Dim = 8, Heads = 2, DimHead = 4;
+        using var layer = new FullAttention(Dim, Heads, DimHead);
+        layer.to(float64);
+        var p = layer.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        var x = randn(new long[] { 2, Dim, height, width }, float64);
+        long b = 2, n = height * width;
+        var qkv = nn.functional.conv2d(RmsNorm(x, p["norm.g"]), p["to_qkv.weight"]).chunk(3, 1)
+            .Select(t => t.reshape(b, Heads, DimHead, n).transpose(-1, -2)).ToArray(); // b h n d
+        var mem = p["mem_kv"]; // 2 h slots d
+        var k = cat(new[] { mem[0].unsqueeze(0).expand(b, -1, -1, -1), qkv[1] }, -2);
+        var v = cat(new[] { mem[1].unsqueeze(0).expand(b, -1, -1, -1), qkv[2] }, -2);
+        var weights = (einsum("bhid,bhjd->bhij", qkv[0], k) / System.Math.Sqrt(DimHead)).softmax(-1);
+        var attended = einsum("bhij,bhjd->bhid", weights, v).transpose(-1, -2).reshape(b, Heads * DimHead, height, width);
+        var expected = nn.functional.conv2d(attended, p["to_out.weight"], p["to_out.bias"]);
+        double error = (layer.call(x) - expected).abs().max().item<double>();
+        Assert.IsTrue(error < 1e-10, $"max error {error:E2}");
+    }
+
+    [TestMethod]
     public void UpsampleRepeatsEachPixelIntoATwoByTwoBlock()
     {
         using var scope = NewDisposeScope();

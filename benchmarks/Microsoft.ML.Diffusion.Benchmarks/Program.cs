@@ -32,7 +32,7 @@ long imagesPerUnit;
 
 if (phase is "train" or "soak")
 {
-    int steps = options.Soak ? 2000 : options.Steps ?? 10;
+    int steps = options.Soak ? 2000 : options.Steps ?? 20;
     using var optimizer = optim.Adam(diffusion.parameters(), lr: 1e-4, beta1: 0.9, beta2: 0.99);
     using var images = rand(batch, unetOptions.Channels, size, size) * 2 - 1;
     for (int step = 0; step < warmup + steps; step++)
