@@ -12,7 +12,7 @@ namespace Microsoft.ML.Diffusion.Networks;
 /// The products are regrouped so that the two hidden-wide tensors the textbook order forms (v and the attention output,
 /// each heads·dimHead channels at full resolution) never exist: with v = W_v·x, k·vᵀ = (k·xᵀ)·W_vᵀ, and the output conv
 /// W_o·(contextᵀ·q) = (W_o·contextᵀ)·q. The parameters, and the function, are those of the textbook order (a test
-/// compares both to float rounding); on the CPU this halves the layer's time, which dominates small U-Nets.
+/// compares both to float rounding); on the CPU this cuts the layer's time by 30–45 %, and it dominates small U-Nets.
 /// </remarks>
 internal sealed class LinearAttention : nn.Module<Tensor, Tensor>
 {
