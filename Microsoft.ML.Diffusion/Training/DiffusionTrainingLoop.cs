@@ -127,6 +127,11 @@ internal sealed class DiffusionTrainingLoop
                 }
             }
 
+            // Measured: although every tensor of a step is disposed, the resident set grows step after step until the GC
+            // runs (the benchmark's config A, batch 32: 1.0 → 1.9 GiB over 30 steps); a generation-0 collection per step
+            // keeps it at 1.1 GiB for ~1 % of the step time. Some finalizable managed objects hold native memory (which
+            // ones was not pinned down), and the heap fragments around it.
+            GC.Collect(0);
             state.Step = step + 1;
             if (!finite)
             {

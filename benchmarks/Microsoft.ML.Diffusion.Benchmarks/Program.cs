@@ -53,6 +53,7 @@ if (phase is "train" or "soak")
             optimizer.step();
         }
 
+        GC.Collect(0); // as DiffusionTrainingLoop does after every step (it keeps the native heap from fragmenting)
         if (step >= warmup)
         {
             times.Add(clock.Elapsed.TotalSeconds);
