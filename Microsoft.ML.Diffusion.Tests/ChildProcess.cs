@@ -10,7 +10,9 @@ namespace Microsoft.ML.Diffusion.Tests;
 
 /// <summary>
 /// The test assembly's entry point: "load-model FILE SEED…" loads a model file in this fresh process with
-/// <c>mlContext.Model.Load</c> (no registration call) and prints the SHA-256 of each seed's generated pixels.
+/// <c>mlContext.Model.Load</c> (no registration call) and prints the SHA-256 of each seed's generated pixels;
+/// "run-tests [--category C] [--row R]" runs tests of this assembly with only the .NET runtime (no SDK, no test host):
+/// how the device tests run on a GPU machine (see <see cref="DirectTestRunner"/>).
 /// </summary>
 public static class ChildProcess
 {
@@ -30,7 +32,12 @@ public static class ChildProcess
             return 0;
         }
 
-        Console.Error.WriteLine("usage: load-model FILE SEED...");
+        if (args.Length >= 1 && args[0] == "run-tests")
+        {
+            return DirectTestRunner.Run(args.Skip(1).ToArray(), Console.Out);
+        }
+
+        Console.Error.WriteLine("usage: load-model FILE SEED... | run-tests [--category C] [--row R]");
         return 2;
     }
 

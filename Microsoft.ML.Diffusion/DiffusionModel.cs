@@ -43,10 +43,25 @@ public sealed class DiffusionModel : IDisposable
     /// <summary>Gets a copy of the network's shape.</summary>
     public UNetOptions Network => Config.Network.Clone();
 
+    /// <summary>Gets the device the network lives on, as "cpu" or "cuda:N".</summary>
+    public string Device => Diffusion.Device.ToString();
+
     internal DiffusionModelConfig Config { get; }
 
     /// <summary>Releases the network's tensors.</summary>
     public void Dispose() => Diffusion.Dispose();
+
+    /// <summary>
+    /// Moves the network and the schedule to a device: "cpu", "cuda" or "cuda:N". A model loaded from a file starts on
+    /// the CPU; a freshly trained one where it was trained. Not to be called while images are being generated.
+    /// </summary>
+    /// <param name="device">The device.</param>
+    /// <exception cref="ArgumentException">The device is unknown, or CUDA was asked for and is not available.</exception>
+    public void MoveTo(string device)
+    {
+        var target = Torch.ParseDevice(device);
+        Diffusion.to(target);
+    }
 
     /// <summary>Builds the diffusion a config describes, with fresh (untrained) weights, on the CPU.</summary>
     internal static GaussianDiffusion BuildDiffusion(DiffusionModelConfig config)

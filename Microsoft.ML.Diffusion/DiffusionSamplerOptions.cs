@@ -23,8 +23,13 @@ public sealed class DiffusionSamplerOptions
     /// <summary>Gets or sets a value indicating whether x̂₀ is clamped to [−1, 1] at each step. Default true.</summary>
     public bool ClipDenoised { get; set; } = true;
 
-    /// <summary>Gets or sets how many images one network call processes; bit-exact reproducibility holds for a fixed value. Default 8.</summary>
-    public int MicroBatchSize { get; set; } = 8;
+    /// <summary>
+    /// Gets or sets how many images one network call processes, or null (default) to choose by device: 8 on the CPU, up to
+    /// 256 at once on a GPU (see <see cref="TimestepSampler.MicroBatchSize"/>). On the CPU an image's bits depend only on its
+    /// seed, its label and this number. Model files written before this option became nullable store 8: set null to let a
+    /// GPU use large batches.
+    /// </summary>
+    public int? MicroBatchSize { get; set; }
 
     /// <summary>Gets or sets the optional input column of per-row seeds (Int32, UInt32 or Int64). Default "Seed".</summary>
     public string SeedColumnName { get; set; } = "Seed";
@@ -68,7 +73,7 @@ public sealed class DiffusionSamplerOptions
             throw new ArgumentOutOfRangeException(nameof(GuidanceScale), GuidanceScale, "DiffusionSamplerOptions.GuidanceScale must be finite.");
         }
 
-        if (MicroBatchSize < 1)
+        if (MicroBatchSize is < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(MicroBatchSize), MicroBatchSize, "DiffusionSamplerOptions.MicroBatchSize must be positive.");
         }

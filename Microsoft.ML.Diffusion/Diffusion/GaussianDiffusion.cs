@@ -181,7 +181,7 @@ public sealed class GaussianDiffusion : nn.Module
             throw new ArgumentOutOfRangeException(nameof(steps), steps, $"A respaced chain needs between 2 and {Timesteps} steps.");
         }
 
-        var kept = Enumerable.Range(0, steps).Select(i => (long)Math.Round((double)i * (Timesteps - 1) / (steps - 1), MidpointRounding.AwayFromZero)).ToArray();
+        var kept = NoiseSchedule.EvenlySpacedTimesteps(Timesteps, steps).Select(t => (long)t).ToArray();
         var betas = new double[steps];
         double previous = 1.0;
         for (int i = 0; i < steps; i++)
@@ -362,15 +362,15 @@ public sealed class GaussianDiffusion : nn.Module
     /// </summary>
     /// <param name="images">x₀ in [−1, 1], N×C×H×W.</param>
     /// <param name="classes">Labels (class-conditional networks) or null.</param>
-    /// <param name="generator">Random source for t and ε, or null for torch's global one.</param>
+    /// <param name="generator">Random source for t and ε (drawn on the CPU, see <see cref="DeviceRandom"/>), or null for torch's global one.</param>
     /// <returns>The mean loss, a scalar.</returns>
     public Tensor Loss(Tensor images, Tensor? classes = null, Generator? generator = null)
     {
         ArgumentNullException.ThrowIfNull(images);
         CheckImages(images);
         using var scope = NewDisposeScope();
-        var t = randint(0, Timesteps, new[] { images.shape[0] }, dtype: int64, device: images.device, generator: generator);
-        var noise = randn(images.shape, dtype: images.dtype, device: images.device, generator: generator);
+        var t = DeviceRandom.Integers(0, Timesteps, new[] { images.shape[0] }, images.device, generator);
+        var noise = DeviceRandom.Normal(images.shape, images.device, images.dtype, generator);
         return LossPerSample(images, t, noise, classes).mean().MoveToOuterDisposeScope();
     }
 
@@ -441,8 +441,8 @@ public sealed class GaussianDiffusion : nn.Module
         using var scope = NewDisposeScope();
         using var generator = new Generator(unchecked((ulong)seed), CPU);
         long n = images.shape[0];
-        var t = (arange(n, dtype: float64) * ((double)Timesteps / n)).floor().to(int64).to(images.device);
-        var noise = randn(images.shape, dtype: images.dtype, generator: generator).to(images.device);
+        var t = (arange(n, dtype: float64, device: images.device) * ((double)Timesteps / n)).floor().to(int64);
+        var noise = DeviceRandom.Normal(images.shape, images.device, images.dtype, generator);
         var xt = QSample(images, t, noise);
         var prediction = PMeanVarianceFromOutput(model.forward(xt, NetworkTime(t), classes), xt, t, clipDenoised: false);
         return (prediction.PredictedNoise - noise).square().mean().item<float>();
@@ -483,7 +483,7 @@ public sealed class GaussianDiffusion : nn.Module
     /// </summary>
     /// <param name="images">x₀ in [−1, 1], on the 8-bit grid.</param>
     /// <param name="classes">Labels or null.</param>
-    /// <param name="generator">Random source for the x_t draws, or null.</param>
+    /// <param name="generator">Random source for the x_t draws (drawn on the CPU, see <see cref="DeviceRandom"/>), or null.</param>
     /// <returns>The bound and its parts.</returns>
     public VariationalBound BitsPerDim(Tensor images, Tensor? classes = null, Generator? generator = null)
     {
@@ -496,7 +496,7 @@ public sealed class GaussianDiffusion : nn.Module
         {
             using var scope = NewDisposeScope();
             var t = full(n, step, dtype: int64, device: images.device);
-            var noise = randn(images.shape, dtype: images.dtype, device: images.device, generator: generator);
+            var noise = DeviceRandom.Normal(images.shape, images.device, images.dtype, generator);
             var xt = QSample(images, t, noise);
             terms[.., step] = VariationalBoundTerm(images, xt, t, classes).to(float64);
         }

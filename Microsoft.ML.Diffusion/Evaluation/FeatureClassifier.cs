@@ -38,6 +38,9 @@ public sealed class FeatureClassifierOptions
 
     /// <summary>Gets or sets the width of the feature (penultimate) layer. Default 128.</summary>
     public int FeatureSize { get; set; } = 128;
+
+    /// <summary>Gets or sets the device it trains on: "cpu" (default), "cuda" or "cuda:N".</summary>
+    public string Device { get; set; } = "cpu";
 }
 
 /// <summary>
@@ -73,9 +76,11 @@ public sealed class FeatureClassifier : IDisposable
     {
         ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(options);
+        var device = Torch.ParseDevice(options.Device);
         using var images = ImageBatchReader.ReadAll(data, options.ImageColumnName, options.LabelColumnName, options.Channels, options.ImageSize, options.ImageSize);
         manual_seed(options.Seed);
         var classifier = new FeatureClassifier(new Config(options.Channels, options.ImageSize, options.FeatureSize, images.ClassCount));
+        classifier.MoveTo(device);
         classifier.Fit(images.Images, images.Labels!, options);
         return classifier;
     }
@@ -146,14 +151,23 @@ public sealed class FeatureClassifier : IDisposable
     /// <summary>Releases the network.</summary>
     public void Dispose() => network.Dispose();
 
+    /// <summary>Moves the network to a device ("cpu", "cuda" or "cuda:N"); inputs may live anywhere, results are on the CPU.</summary>
+    /// <param name="device">The device.</param>
+    public void MoveTo(string device) => MoveTo(Torch.ParseDevice(device));
+
+    private void MoveTo(Device device) => network.to(device);
+
+    private Device NetworkDevice => network.parameters().First().device;
+
     private Tensor Batched(Tensor images, Func<Tensor, Tensor> f)
     {
         ArgumentNullException.ThrowIfNull(images);
         using var noGrad = no_grad();
         network.eval();
         using var scope = NewDisposeScope();
+        var device = NetworkDevice;
         var parts = Enumerable.Range(0, (int)((images.shape[0] + 255) / 256))
-            .Select(i => f(images[(i * 256)..Math.Min((i + 1) * 256, (int)images.shape[0])].to(float32).cpu()))
+            .Select(i => f(images[(i * 256)..Math.Min((i + 1) * 256, (int)images.shape[0])].to(float32, device)).cpu())
             .ToArray();
         return cat(parts, 0).MoveToOuterDisposeScope();
     }
@@ -163,16 +177,17 @@ public sealed class FeatureClassifier : IDisposable
         network.train();
         using var optimizer = optim.Adam(network.parameters(), lr: options.LearningRate);
         using var generator = new Generator((ulong)options.Seed, CPU);
+        var device = NetworkDevice;
         long n = images.shape[0];
         for (int epoch = 0; epoch < options.Epochs; epoch++)
         {
-            using var order = randperm(n, generator: generator);
+            using var order = DeviceRandom.Permutation(n, CPU, generator);
             for (long start = 0; start < n; start += options.BatchSize)
             {
                 using var scope = NewDisposeScope();
                 var indices = order[TensorIndex.Slice(start, Math.Min(start + options.BatchSize, n))];
-                var x = images.index_select(0, indices);
-                var y = labels.index_select(0, indices);
+                var x = images.index_select(0, indices).to(device);
+                var y = labels.index_select(0, indices).to(device);
                 optimizer.zero_grad();
                 var loss = nn.functional.cross_entropy(network.Head(network.Features(x)), y);
                 loss.backward();

@@ -93,7 +93,7 @@ public sealed class LikelihoodEvaluator
         int steps = diffusion.Timesteps;
         var perStep = new double[steps];
         double prior = 0;
-        using var generator = new Generator(unchecked((ulong)options.Seed), diffusion.Device);
+        using var generator = new Generator(unchecked((ulong)options.Seed), CPU); // draws go through DeviceRandom
         for (int start = 0; start < total; start += options.BatchSize)
         {
             using var scope = NewDisposeScope();

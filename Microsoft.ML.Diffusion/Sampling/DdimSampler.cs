@@ -29,31 +29,26 @@ public sealed class DdimSampler : TimestepSampler
     }
 
     /// <summary>The visited timesteps: round(i·(T − 1)/(S − 1)) for i = S − 1 … 0, so T − 1 and 0 are always included.</summary>
-    /// <param name="timesteps">T.</param>
+    /// <param name="schedule">The model's schedule.</param>
     /// <returns>The decreasing sequence.</returns>
-    protected override IReadOnlyList<int> Timesteps(int timesteps)
+    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule)
     {
-        if (steps > timesteps)
+        ArgumentNullException.ThrowIfNull(schedule);
+        if (steps > schedule.Timesteps)
         {
-            throw new ArgumentOutOfRangeException(nameof(timesteps), $"DDIM with {steps} steps needs at least as many diffusion timesteps; the model has {timesteps}.");
+            throw new ArgumentOutOfRangeException(nameof(schedule), $"DDIM with {steps} steps needs at least as many diffusion timesteps; the model has {schedule.Timesteps}.");
         }
 
-        if (steps == 1)
-        {
-            return new[] { timesteps - 1 };
-        }
-
-        var sequence = new int[steps];
-        for (int i = 0; i < steps; i++)
-        {
-            sequence[steps - 1 - i] = (int)Math.Round((double)i * (timesteps - 1) / (steps - 1), MidpointRounding.AwayFromZero);
-        }
-
+        var sequence = NoiseSchedule.EvenlySpacedTimesteps(schedule.Timesteps, steps);
+        Array.Reverse(sequence);
         return sequence;
     }
 
     /// <inheritdoc/>
-    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor noise)
+    protected override bool UsesStepNoise => eta > 0;
+
+    /// <inheritdoc/>
+    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state)
     {
         if (next < 0)
         {
@@ -66,6 +61,6 @@ public sealed class DdimSampler : TimestepSampler
         double sigma = eta * Math.Sqrt((1 - aNext) / (1 - a)) * Math.Sqrt(1 - (a / aNext));
         double c = Math.Sqrt(Math.Max(0.0, 1 - aNext - (sigma * sigma)));
         var result = (Math.Sqrt(aNext) * prediction.PredictedStart) + (c * prediction.PredictedNoise);
-        return sigma > 0 ? result + (sigma * noise) : result;
+        return sigma > 0 ? result + (sigma * noise!) : result;
     }
 }

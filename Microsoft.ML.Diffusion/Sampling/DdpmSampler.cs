@@ -1,3 +1,4 @@
+using System;
 using System.Collections.Generic;
 using System.Linq;
 using static TorchSharp.torch;
@@ -11,16 +12,16 @@ namespace Microsoft.ML.Diffusion;
 public sealed class DdpmSampler : TimestepSampler
 {
     /// <inheritdoc/>
-    protected override IReadOnlyList<int> Timesteps(int timesteps) => Enumerable.Range(0, timesteps).Reverse().ToArray();
+    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule) => Enumerable.Range(0, schedule.Timesteps).Reverse().ToArray();
 
     /// <inheritdoc/>
-    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor noise)
+    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state)
     {
         if (t == 0)
         {
             return prediction.Mean.alias();
         }
 
-        return prediction.Mean + ((0.5 * prediction.LogVariance).exp() * noise);
+        return prediction.Mean + ((0.5 * prediction.LogVariance).exp() * noise!);
     }
 }

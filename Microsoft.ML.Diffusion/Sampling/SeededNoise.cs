@@ -7,32 +7,46 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Gaussian noise with one CPU generator per image, so that an image's noise depends only on its seed, never on the batch
-/// it is drawn in or on the device.
+/// Gaussian noise with one generator per image, so that an image's noise depends only on its seed: never on the batch
+/// it is drawn in, nor on the device (every row is drawn on the CPU by <see cref="DeviceRandom"/> and the batch is copied
+/// to the device once). Samplers draw all their noise through it — the starting x_T and one draw per step.
 /// </summary>
-internal sealed class SeededNoise : IDisposable
+public sealed class SeededNoise : IDisposable
 {
     private readonly Generator[] generators;
     private readonly long[] shape;
     private readonly Device device;
     private readonly ScalarType dtype;
 
-    public SeededNoise(IReadOnlyList<long> seeds, long[] shape, Device device, ScalarType dtype)
+    /// <summary>Initializes a new instance of the <see cref="SeededNoise"/> class.</summary>
+    /// <param name="seeds">One seed per image (row).</param>
+    /// <param name="shape">The shape of one image, for example C×H×W.</param>
+    /// <param name="device">The device the batches are put on.</param>
+    /// <param name="dtype">The element type of the batches.</param>
+    public SeededNoise(IReadOnlyList<long> seeds, long[] shape, Device device, ScalarType dtype = ScalarType.Float32)
     {
+        ArgumentNullException.ThrowIfNull(seeds);
+        ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(device);
         generators = seeds.Select(s => new Generator(unchecked((ulong)s), CPU)).ToArray();
-        this.shape = shape;
+        this.shape = shape.ToArray();
         this.device = device;
         this.dtype = dtype;
     }
 
-    /// <summary>Draws N×shape standard normal noise, row i from generator i.</summary>
+    /// <summary>Gets the number of images (rows) of every draw.</summary>
+    public int Count => generators.Length;
+
+    /// <summary>Draws N×shape standard normal noise, row i from generator i, on the device.</summary>
+    /// <returns>A new tensor.</returns>
     public Tensor Next()
     {
         using var scope = NewDisposeScope();
-        var rows = generators.Select(g => randn(shape, dtype: float32, generator: g)).ToArray();
+        var rows = generators.Select(g => DeviceRandom.Normal(shape, CPU, float32, g)).ToArray();
         return stack(rows).to(dtype, device).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Releases the generators.</summary>
     public void Dispose()
     {
         foreach (var g in generators)
@@ -41,7 +55,13 @@ internal sealed class SeededNoise : IDisposable
         }
     }
 
-    /// <summary>Derives the seed of image <paramref name="index"/> from a run seed (SplitMix64), so runs with nearby seeds do not share images.</summary>
+    /// <summary>
+    /// Derives the seed of image <paramref name="index"/> from a run seed (SplitMix64), so runs with nearby seeds do not
+    /// share images.
+    /// </summary>
+    /// <param name="runSeed">The run's seed.</param>
+    /// <param name="index">The image's index in the run.</param>
+    /// <returns>A non-negative seed.</returns>
     public static long DeriveSeed(long runSeed, long index)
     {
         unchecked

@@ -8,7 +8,7 @@ namespace Microsoft.ML.Diffusion;
 /// <summary>The loop shared by the samplers: start from seeded noise x_T, walk a decreasing sequence of timesteps, capture.</summary>
 public abstract class TimestepSampler : ISampler
 {
-    private int microBatchSize = 8;
+    private int? microBatchSize;
 
     /// <summary>Gets or sets a value indicating whether x̂₀ is clamped to [−1, 1] at every step. Default true.</summary>
     public bool ClipDenoised { get; set; } = true;
@@ -17,14 +17,39 @@ public abstract class TimestepSampler : ISampler
     public double GuidanceScale { get; set; } = 1.0;
 
     /// <summary>
-    /// Gets or sets how many images one network call processes (default 8). The network and every step run on chunks of
-    /// exactly this many images (the last chunk is padded), so on the CPU an image's bits depend only on its seed, its label
-    /// and this number — never on the batch it was generated in. 8 is also the fastest chunk for small U-Nets on 2 cores.
+    /// Gets or sets how many images one network call processes, or null (default) to choose by device: on the CPU 8 (the
+    /// fastest chunk for small U-Nets on 2 cores), elsewhere <see cref="DeviceMicroBatchSize"/>. The network and every step
+    /// run on chunks of exactly this many images (the last chunk is padded), so on the CPU an image's bits depend only on
+    /// its seed, its label and this number — never on the batch it was generated in.
     /// </summary>
-    public int MicroBatchSize
+    public int? MicroBatchSize
     {
         get => microBatchSize;
-        set => microBatchSize = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The micro-batch size must be positive.");
+        set => microBatchSize = value is null or >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The micro-batch size must be positive.");
+    }
+
+    /// <summary>The chunk used on the CPU when <see cref="MicroBatchSize"/> is null.</summary>
+    public const int CpuMicroBatchSize = 8;
+
+    /// <summary>
+    /// The largest chunk used on a GPU when <see cref="MicroBatchSize"/> is null: a request of up to this many images runs as
+    /// one batch (a GPU is bound by kernel launches, not arithmetic, for the small images of this library).
+    /// </summary>
+    public const int DeviceMicroBatchSize = 256;
+
+    /// <summary>Gets the chunk size a request of <paramref name="count"/> images runs in on <paramref name="device"/>.</summary>
+    /// <param name="device">The device of the model.</param>
+    /// <param name="count">The number of images asked for.</param>
+    /// <returns>The chunk size.</returns>
+    public int ChunkSize(Device device, int count)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (microBatchSize is int fixedSize)
+        {
+            return fixedSize;
+        }
+
+        return device.type == DeviceType.CPU ? CpuMicroBatchSize : Math.Clamp(count, 1, DeviceMicroBatchSize);
     }
 
     /// <inheritdoc/>
@@ -42,11 +67,12 @@ public abstract class TimestepSampler : ISampler
             throw new ArgumentException($"Expected {seeds.Count} labels, one per seed; got shape [{string.Join(", ", classes.shape)}].", nameof(classes));
         }
 
-        IReadOnlyList<int> steps = Timesteps(diffusion.Timesteps);
+        IReadOnlyList<int> steps = Timesteps(diffusion.Schedule);
         var device = diffusion.Device;
         int count = seeds.Count;
-        int chunk = microBatchSize;
-        int padded = (count + chunk - 1) / chunk * chunk;
+        int chunk = ChunkSize(device, count);
+        int chunks = (count + chunk - 1) / chunk;
+        int padded = chunks * chunk;
         var allSeeds = new long[padded];
         for (int i = 0; i < padded; i++)
         {
@@ -57,31 +83,48 @@ public abstract class TimestepSampler : ISampler
         using var noise = new SeededNoise(allSeeds, new long[] { diffusion.Channels, diffusion.ImageHeight, diffusion.ImageWidth }, device, float32);
         using var labels = classes is null ? null : PadLabels(classes, padded, diffusion.Model.Options.ClassCount, device);
         Tensor x = noise.Next();
+        var states = new IDisposable?[chunks];
+        try
+        {
         for (int i = 0; i < steps.Count; i++)
         {
             int t = steps[i];
             int next = i + 1 < steps.Count ? steps[i + 1] : -1;
             using var scope = NewDisposeScope();
-            var fresh = noise.Next(); // drawn for every step so that the noise stream does not depend on the sampler's choices
+
+            // Samplers that inject noise draw it at every step, so that the noise stream does not depend on the sampler's
+            // choices (DDIM with η = 1 and DDPM follow the same path); deterministic ones draw nothing after x_T.
+            var fresh = UsesStepNoise ? noise.Next() : null;
             var tensorT = full(chunk, t, dtype: int64, device: device);
-            var starts = new Tensor[padded / chunk];
-            var results = new Tensor[padded / chunk];
-            for (int c = 0; c < starts.Length; c++)
+            var starts = new Tensor[chunks];
+            var results = new Tensor[chunks];
+            for (int c = 0; c < chunks; c++)
             {
-                var rows = x[(c * chunk)..((c + 1) * chunk)];
-                var prediction = diffusion.PMeanVariance(rows, tensorT, labels?[(c * chunk)..((c + 1) * chunk)], ClipDenoised, GuidanceScale);
+                var rows = chunks == 1 ? x : x[(c * chunk)..((c + 1) * chunk)];
+                var chunkLabels = labels is null || chunks == 1 ? labels : labels[(c * chunk)..((c + 1) * chunk)];
+                var chunkNoise = fresh is null || chunks == 1 ? fresh : fresh[(c * chunk)..((c + 1) * chunk)];
+                var prediction = diffusion.PMeanVariance(rows, tensorT, chunkLabels, ClipDenoised, GuidanceScale);
                 starts[c] = prediction.PredictedStart;
-                results[c] = Step(diffusion, rows, t, next, prediction, fresh[(c * chunk)..((c + 1) * chunk)]);
+                states[c] ??= CreateChunkState();
+                results[c] = Step(diffusion, rows, t, next, prediction, chunkNoise, states[c]);
             }
 
             if (trajectory is not null && i % trajectory.Every == 0)
             {
-                trajectory.Add(t, x[..count], cat(starts, 0)[..count]);
+                trajectory.Add(t, x[..count], (chunks == 1 ? starts[0] : cat(starts, 0))[..count]);
             }
 
-            var previous = cat(results, 0);
+            var previous = chunks == 1 ? results[0] : cat(results, 0);
             x.Dispose();
             x = previous.MoveToOuterDisposeScope();
+        }
+        }
+        finally
+        {
+            foreach (var state in states)
+            {
+                state?.Dispose();
+            }
         }
 
         var images = x[..count].clone();
@@ -90,10 +133,23 @@ public abstract class TimestepSampler : ISampler
         return images;
     }
 
+    /// <summary>
+    /// Gets a value indicating whether <see cref="Step"/> uses its noise argument. When false, no noise is drawn after x_T
+    /// and <see cref="Step"/> receives null. Default true.
+    /// </summary>
+    protected virtual bool UsesStepNoise => true;
+
     /// <summary>The decreasing timesteps to visit, from T − 1 down to 0.</summary>
-    /// <param name="timesteps">T.</param>
+    /// <param name="schedule">The model's noise schedule (T = its length).</param>
     /// <returns>The sequence.</returns>
-    protected abstract IReadOnlyList<int> Timesteps(int timesteps);
+    protected abstract IReadOnlyList<int> Timesteps(NoiseSchedule schedule);
+
+    /// <summary>
+    /// Creates the state one chunk of images carries from step to step (a multistep method keeps earlier predictions in
+    /// it), or null. It is disposed when the chunk is done.
+    /// </summary>
+    /// <returns>The state, or null.</returns>
+    protected virtual IDisposable? CreateChunkState() => null;
 
     /// <summary>One reverse step from x_t to x_next (next = −1 means to x₀).</summary>
     /// <param name="diffusion">The model.</param>
@@ -101,9 +157,10 @@ public abstract class TimestepSampler : ISampler
     /// <param name="t">The current timestep.</param>
     /// <param name="next">The next timestep, or −1.</param>
     /// <param name="prediction">p_θ at (x_t, t).</param>
-    /// <param name="noise">Fresh standard normal noise of the shape of x_t, for samplers that inject noise.</param>
+    /// <param name="noise">Fresh standard normal noise of the shape of x_t (null when <see cref="UsesStepNoise"/> is false).</param>
+    /// <param name="state">The chunk's state from <see cref="CreateChunkState"/> (the same object at every step), or null.</param>
     /// <returns>x_next.</returns>
-    protected abstract Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor noise);
+    protected abstract Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state);
 
     private static Tensor PadLabels(Tensor classes, int padded, int classCount, Device device)
     {

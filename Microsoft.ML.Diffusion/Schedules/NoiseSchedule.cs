@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
+using System.Linq;
 
 namespace Microsoft.ML.Diffusion;
 
@@ -234,6 +235,81 @@ public sealed class NoiseSchedule
     /// <param name="betas">β₁…β_T, at least two values.</param>
     /// <returns>The schedule.</returns>
     public static NoiseSchedule Custom(IReadOnlyList<double> betas) => Restore(BetaSchedule.Custom, betas);
+
+    /// <summary>
+    /// <paramref name="count"/> timesteps spread evenly over 0 … T − 1: round(i·(T − 1)/(K − 1)) for i = 0 … K − 1, in
+    /// increasing order, always including 0 and T − 1 (K = 1 gives T − 1 alone). The spacing of DDIM's steps and of a
+    /// respaced chain.
+    /// </summary>
+    /// <param name="timesteps">T.</param>
+    /// <param name="count">K, 1 ≤ K ≤ T.</param>
+    /// <returns>The increasing timesteps.</returns>
+    public static int[] EvenlySpacedTimesteps(int timesteps, int count)
+    {
+        if (count < 1 || count > timesteps)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"Between 1 and {timesteps} timesteps can be chosen from {timesteps}.");
+        }
+
+        if (count == 1)
+        {
+            return new[] { timesteps - 1 };
+        }
+
+        var result = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            result[i] = (int)Math.Round((double)i * (timesteps - 1) / (count - 1), MidpointRounding.AwayFromZero);
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// Timesteps spaced as Karras et al. 2022 (eq. 5) space noise levels: σ_i = (σ_max^(1/ρ) + i/(K − 1)·(σ_min^(1/ρ) −
+    /// σ_max^(1/ρ)))^ρ with σ_t = √((1 − ᾱ_t)/ᾱ_t), each mapped to the timestep of the nearest log σ, duplicates removed
+    /// (so a short schedule may give fewer than K). Increasing order; always includes 0 and T − 1.
+    /// </summary>
+    /// <param name="count">K ≥ 2.</param>
+    /// <param name="rho">ρ; 7 in the paper.</param>
+    /// <returns>The increasing timesteps.</returns>
+    public int[] KarrasTimesteps(int count, double rho = 7.0)
+    {
+        if (count < 2 || count > Timesteps)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"Karras spacing needs between 2 and {Timesteps} steps.");
+        }
+
+        if (!(rho > 0) || double.IsInfinity(rho))
+        {
+            throw new ArgumentOutOfRangeException(nameof(rho), rho, "ρ must be positive and finite.");
+        }
+
+        var logSigma = new double[Timesteps];
+        for (int t = 0; t < Timesteps; t++)
+        {
+            logSigma[t] = 0.5 * Math.Log((1 - AlphasCumprod[t]) / AlphasCumprod[t]);
+        }
+
+        double low = Math.Pow(Math.Exp(logSigma[0]), 1 / rho), high = Math.Pow(Math.Exp(logSigma[^1]), 1 / rho);
+        var chosen = new SortedSet<int>();
+        for (int i = 0; i < count; i++)
+        {
+            double target = rho * Math.Log(high + ((double)i / (count - 1) * (low - high)));
+            int best = 0;
+            for (int t = 1; t < Timesteps; t++)
+            {
+                if (Math.Abs(logSigma[t] - target) < Math.Abs(logSigma[best] - target))
+                {
+                    best = t;
+                }
+            }
+
+            chosen.Add(best);
+        }
+
+        return chosen.ToArray();
+    }
 
     /// <summary>Rebuilds a saved schedule from its exact β values, keeping the family it was made from.</summary>
     internal static NoiseSchedule Restore(BetaSchedule kind, IReadOnlyList<double> betas)

@@ -49,10 +49,12 @@ internal sealed class DiffusionTrainingLoop
         var parameters = network.parameters().ToArray();
         using var optimizer = optim.AdamW(parameters, lr: options.LearningRate, beta1: 0.9, beta2: 0.99, weight_decay: options.WeightDecay);
         using var ema = options.EmaDecay > 0 ? new ExponentialMovingAverage(network, options.EmaDecay) : null;
-        using var noiseGenerator = new Generator(unchecked((ulong)seed), device);
+        // CPU generators on every device (TorchSharp makes no others): draws go through DeviceRandom, so a run's random
+        // numbers are the same on every device and a checkpoint's generator states resume on any of them.
+        using var noiseGenerator = new Generator(unchecked((ulong)seed), CPU);
         using var orderGenerator = new Generator(unchecked((ulong)(seed ^ 0x5DEECE66DL)), CPU);
         long count = data.Count;
-        using var state = new TrainingState(network, optimizer, ema, noiseGenerator, orderGenerator, randperm(count, generator: orderGenerator).DetachFromDisposeScope(), fingerprint);
+        using var state = new TrainingState(network, optimizer, ema, noiseGenerator, orderGenerator, DeviceRandom.Permutation(count, CPU, orderGenerator).DetachFromDisposeScope(), fingerprint);
         string? directory = options.CheckpointDirectory;
         if (options.Resume && directory is not null && Checkpoint.FindLatest(directory) is string latest)
         {
@@ -76,18 +78,19 @@ internal sealed class DiffusionTrainingLoop
                 group.LearningRate = lr;
             }
 
-            double stepLoss = 0;
+            double stepLoss;
             bool finite;
             using (var scope = NewDisposeScope())
             {
                 optimizer.zero_grad();
+                Tensor? lossSum = null;
                 for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
                 {
                     var indices = NextIndices(state, count);
                     var images = data.Images.index_select(0, indices).to(device);
                     if (options.RandomHorizontalFlip)
                     {
-                        var flip = rand(new long[] { images.shape[0], 1, 1, 1 }, generator: orderGenerator).to(device) < 0.5;
+                        var flip = DeviceRandom.Uniform(new long[] { images.shape[0], 1, 1, 1 }, device, generator: orderGenerator) < 0.5;
                         images = where(flip, images.flip(3), images);
                     }
 
@@ -97,27 +100,25 @@ internal sealed class DiffusionTrainingLoop
                         labels = data.Labels.index_select(0, indices);
                         if (options.ConditionDropout > 0)
                         {
-                            var drop = rand(new long[] { labels.shape[0] }, generator: orderGenerator) < options.ConditionDropout;
+                            var drop = DeviceRandom.Uniform(new long[] { labels.shape[0] }, CPU, generator: orderGenerator) < options.ConditionDropout;
                             labels = where(drop, full_like(labels, data.ClassCount), labels);
                         }
 
                         labels = labels.to(device);
                     }
 
-                    stepLoss += BackwardInChunks(images, labels, noiseGenerator);
+                    var batchLoss = BackwardInChunks(images, labels, noiseGenerator);
+                    lossSum = lossSum is null ? batchLoss : lossSum + batchLoss;
                 }
 
-                finite = double.IsFinite(stepLoss);
+                // The step's one host synchronisation: the loss and the gradient norm, read together.
+                var norm = GradientNorm(parameters, device);
+                var host = stack(new[] { lossSum!.to(float64), norm }).cpu().data<double>().ToArray();
+                stepLoss = host[0];
+                finite = double.IsFinite(host[0]) && double.IsFinite(host[1]);
                 if (finite)
                 {
-                    double norm = options.GradientClip > 0
-                        ? nn.utils.clip_grad_norm_(parameters, options.GradientClip)
-                        : GradientNorm(parameters);
-                    finite = double.IsFinite(norm);
-                }
-
-                if (finite)
-                {
+                    ClipGradients(parameters, host[1], options.GradientClip);
                     optimizer.step();
                     ema?.Update();
                 }
@@ -127,11 +128,15 @@ internal sealed class DiffusionTrainingLoop
                 }
             }
 
-            // Measured: although every tensor of a step is disposed, the resident set grows step after step until the GC
-            // runs (the benchmark's config A, batch 32: 1.0 → 1.9 GiB over 30 steps); a generation-0 collection per step
-            // keeps it at 1.1 GiB for ~1 % of the step time. Some finalizable managed objects hold native memory (which
-            // ones was not pinned down), and the heap fragments around it.
-            GC.Collect(0);
+            // Measured on the CPU: although every tensor of a step is disposed, the resident set grows step after step until
+            // the GC runs (the benchmark's config A, batch 32: 1.0 → 1.9 GiB over 30 steps); a generation-0 collection per
+            // step keeps it at 1.1 GiB for ~1 % of the step time. Some finalizable managed objects hold native memory (which
+            // ones was not pinned down), and the heap fragments around it. On a GPU the activations are not in that heap
+            // and the host is the bottleneck, so the collection is left to the runtime there.
+            if (device.type == DeviceType.CPU)
+            {
+                GC.Collect(0);
+            }
             state.Step = step + 1;
             if (!finite)
             {
@@ -190,12 +195,13 @@ internal sealed class DiffusionTrainingLoop
     }
 
     // Forward and backward of one batch, split into chunks of MicroBatchSize images (the gradient of the batch mean is
-    // the size-weighted sum of the chunks' gradients); returns the batch's loss divided by the accumulation steps.
-    private double BackwardInChunks(Tensor images, Tensor? labels, Generator generator)
+    // the size-weighted sum of the chunks' gradients); returns the batch's loss divided by the accumulation steps, as a
+    // tensor on the device (read once per step, with the gradient norm).
+    private Tensor BackwardInChunks(Tensor images, Tensor? labels, Generator generator)
     {
         long n = images.shape[0];
         long chunk = options.MicroBatchSize is int m && m < n ? m : n;
-        double total = 0;
+        Tensor? total = null;
         for (long start = 0; start < n; start += chunk)
         {
             using var scope = NewDisposeScope();
@@ -205,10 +211,11 @@ internal sealed class DiffusionTrainingLoop
             var partLabels = labels is null || chunk == n ? labels : labels[TensorIndex.Slice(start, end)];
             var loss = diffusion.Loss(part, partLabels, generator) * weight;
             loss.backward();
-            total += loss.item<float>();
+            var value = loss.detach().to(float64);
+            total = (total is null ? value : total + value).MoveToOuterDisposeScope();
         }
 
-        return total;
+        return total!;
     }
 
     private Tensor NextIndices(TrainingState state, long count)
@@ -219,7 +226,7 @@ internal sealed class DiffusionTrainingLoop
         {
             if (state.Cursor >= count)
             {
-                state.ReplaceOrder(randperm(count, generator: state.OrderGenerator).DetachFromDisposeScope(), 0);
+                state.ReplaceOrder(DeviceRandom.Permutation(count, CPU, state.OrderGenerator).DetachFromDisposeScope(), 0);
             }
 
             long take = Math.Min(needed, count - state.Cursor);
@@ -231,10 +238,29 @@ internal sealed class DiffusionTrainingLoop
         return parts.Count == 1 ? parts[0] : cat(parts.ToArray(), 0);
     }
 
-    private static double GradientNorm(Parameter[] parameters)
+    // The global L2 norm of the gradients (the norm of the per-parameter norms, as clip_grad_norm_ computes it), as a
+    // float64 scalar on the device.
+    private static Tensor GradientNorm(Parameter[] parameters, Device device)
     {
         using var scope = NewDisposeScope();
         var norms = parameters.Where(p => p.grad is not null).Select(p => p.grad!.norm()).ToArray();
-        return norms.Length == 0 ? 0 : stack(norms).norm().item<float>();
+        var norm = norms.Length == 0 ? zeros(1, dtype: float64, device: device).squeeze() : stack(norms).norm().to(float64);
+        return norm.MoveToOuterDisposeScope();
+    }
+
+    // Scales the gradients by max / (norm + 1e-6) when that is below 1 (clip_grad_norm_'s rule); max ≤ 0 means no clipping.
+    private static void ClipGradients(Parameter[] parameters, double norm, double max)
+    {
+        double coefficient = max / (norm + 1e-6);
+        if (max <= 0 || coefficient >= 1)
+        {
+            return;
+        }
+
+        using var noGrad = no_grad();
+        foreach (var p in parameters)
+        {
+            p.grad?.mul_(coefficient);
+        }
     }
 }

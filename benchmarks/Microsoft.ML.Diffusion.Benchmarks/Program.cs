@@ -5,112 +5,89 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
+using System.IO;
 using System.Linq;
 using System.Text.Json;
 using Microsoft.ML.Diffusion;
 using TorchSharp;
 using static TorchSharp.torch;
 
-var options = BenchmarkOptions.Parse(args);
+BenchmarkOptions options;
+try
+{
+    options = BenchmarkOptions.Parse(args);
+}
+catch (ArgumentException ex)
+{
+    Console.Error.WriteLine(ex.Message);
+    return 2;
+}
+
+Device device;
+try
+{
+    device = DeviceChoice.Parse(options.Device);
+}
+catch (ArgumentException ex)
+{
+    Console.Error.WriteLine(ex.Message);
+    return 1;
+}
+
 torch.set_num_threads(options.Threads);
-manual_seed(0);
-var (unetOptions, size) = options.Config switch
+if (options.Tf32)
 {
-    "A" => (new UNetOptions { Dim = 32, DimMults = new[] { 1, 2, 4 }, Channels = 1 }, 32),
-    "B" => (new UNetOptions { Dim = 64, DimMults = new[] { 1, 2, 4, 8 }, Channels = 3 }, 32),
-    "S" => (new UNetOptions { Dim = 16, DimMults = new[] { 1, 2, 4 }, Channels = 1 }, 28),
-    _ => throw new ArgumentException($"Unknown config '{options.Config}'; use A, B or S."),
-};
-var unet = new UNet(unetOptions);
-using var diffusion = new GaussianDiffusion(unet, NoiseSchedule.Sigmoid(1000), size, size, PredictionTarget.Velocity, DiffusionLoss.MeanSquaredError);
-var times = new List<double>();
-var rssSamples = new List<(int Step, double Mib)>();
-int warmup = options.Warmup;
-string phase = options.Soak ? "soak" : options.Phase;
-int batch = options.Batch ?? (phase == "train" || phase == "soak" ? (options.Config == "B" ? 16 : 32) : 16);
-long imagesPerUnit;
-
-if (phase is "train" or "soak")
-{
-    int steps = options.Soak ? 2000 : options.Steps ?? 20;
-    using var optimizer = optim.Adam(diffusion.parameters(), lr: 1e-4, beta1: 0.9, beta2: 0.99);
-    using var images = rand(batch, unetOptions.Channels, size, size) * 2 - 1;
-    for (int step = 0; step < warmup + steps; step++)
-    {
-        var clock = Stopwatch.StartNew();
-        using (var scope = NewDisposeScope())
-        {
-            optimizer.zero_grad();
-            int chunk = options.MicroBatch is int m && m < batch ? m : batch;
-            for (int start = 0; start < batch; start += chunk)
-            {
-                // The gradient of the batch mean, in chunks (--micro-batch): the same work in smaller tensors.
-                var part = chunk == batch ? images : images[start..Math.Min(batch, start + chunk)];
-                var loss = diffusion.Loss(part) * ((double)part.shape[0] / batch);
-                loss.backward();
-            }
-
-            optimizer.step();
-        }
-
-        GC.Collect(0); // as DiffusionTrainingLoop does after every step (it keeps the native heap from fragmenting)
-        if (step >= warmup)
-        {
-            times.Add(clock.Elapsed.TotalSeconds);
-        }
-
-        if (options.Soak && (step + 1) % 100 == 0)
-        {
-            rssSamples.Add((step + 1, Rss.CurrentMib()));
-            Console.Error.WriteLine($"step {step + 1}: RSS {rssSamples[^1].Mib:F0} MiB");
-        }
-    }
-
-    imagesPerUnit = batch;
-}
-else
-{
-    diffusion.eval();
-    TimestepSampler sampler = phase == "ddpm" ? new DdpmSampler() : new DdimSampler { Steps = 50 };
-    if (options.MicroBatch is int micro)
-    {
-        sampler.MicroBatchSize = micro;
-    }
-
-    int runs = options.Steps ?? 3;
-    var seeds = Enumerable.Range(0, batch).Select(i => (long)i).ToArray();
-    for (int run = 0; run < Math.Min(warmup, 1) + runs; run++)
-    {
-        var clock = Stopwatch.StartNew();
-        using (var scope = NewDisposeScope())
-        {
-            sampler.Sample(diffusion, seeds);
-        }
-
-        if (run >= Math.Min(warmup, 1))
-        {
-            times.Add(clock.Elapsed.TotalSeconds);
-        }
-    }
-
-    imagesPerUnit = batch;
+    torch.backends.cuda.matmul.allow_tf32 = true;
+    torch.backends.cudnn.allow_tf32 = true;
 }
 
-var sorted = times.OrderBy(t => t).ToArray();
-double median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+if (options.Suite is not null)
+{
+    // The rows of the GPU issue, each measured like the PyTorch peer (shared/gpu/peer_gpu.py): 20 timed training steps
+    // after 5 warm-up steps, one timed DDIM-50 run after a warm-up run; ours and the peer's from the same machine.
+    var peer = options.PeerFile is string file ? PeerTimes.Read(file) : new Dictionary<string, double>();
+    var rows = new List<Dictionary<string, object?>>();
+    foreach (var (name, config, phase, batch) in Suite.Rows)
+    {
+        var result = Measure.Run(options with { Config = config, Phase = phase, Batch = batch, Steps = phase == "train" ? 20 : 1, Warmup = phase == "train" ? 5 : 1 }, device);
+        rows.Add(new Dictionary<string, object?>
+        {
+            ["name"] = name,
+            ["ours_s"] = result.Median,
+            ["peer_s"] = peer.TryGetValue(name, out double p) ? p : null,
+            ["ratio"] = peer.TryGetValue(name, out double q) ? q / result.Median : null,
+        });
+        Console.Error.WriteLine(FormattableString.Invariant($"{name}: {result.Median:F4} s"));
+    }
+
+    var suiteReport = new Dictionary<string, object?>
+    {
+        ["device"] = DeviceChoice.Describe(device),
+        ["tf32"] = options.Tf32,
+        ["torchsharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
+        ["dotnet"] = Environment.Version.ToString(),
+        ["rows"] = rows,
+    };
+    Console.WriteLine(JsonSerializer.Serialize(suiteReport));
+    return 0;
+}
+
+var measured = Measure.Run(options, device);
+var sorted = measured.Times.OrderBy(t => t).ToArray();
 var report = new Dictionary<string, object?>
 {
     ["config"] = options.Config,
-    ["phase"] = phase,
-    ["batch"] = batch,
-    ["image_size"] = size,
-    ["timed_units"] = times.Count,
-    ["median_seconds"] = median,
+    ["phase"] = measured.Phase,
+    ["batch"] = measured.Batch,
+    ["image_size"] = measured.Size,
+    ["device"] = DeviceChoice.Describe(device),
+    ["timed_units"] = sorted.Length,
+    ["median_seconds"] = measured.Median,
     ["min_seconds"] = sorted.First(),
     ["max_seconds"] = sorted.Last(),
-    ["images_per_second"] = imagesPerUnit / median,
+    ["images_per_second"] = measured.Batch / measured.Median,
     ["peak_rss_mib"] = Rss.PeakMib(),
-    ["params"] = unet.ParameterCount,
+    ["params"] = measured.Parameters,
     ["threads"] = torch.get_num_threads(),
     ["torchsharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
     ["libtorch"] = "2.10.0",
@@ -119,9 +96,9 @@ var report = new Dictionary<string, object?>
 };
 if (options.Soak)
 {
-    report["rss_mib_by_step"] = rssSamples.ToDictionary(s => s.Step.ToString(CultureInfo.InvariantCulture), s => Math.Round(s.Mib, 1));
-    var from200 = rssSamples.First(s => s.Step >= 200).Mib;
-    report["rss_growth_from_step_200"] = (rssSamples[^1].Mib - from200) / from200;
+    report["rss_mib_by_step"] = measured.RssSamples.ToDictionary(s => s.Step.ToString(CultureInfo.InvariantCulture), s => Math.Round(s.Mib, 1));
+    var from200 = measured.RssSamples.First(s => s.Step >= 200).Mib;
+    report["rss_growth_from_step_200"] = (measured.RssSamples[^1].Mib - from200) / from200;
 }
 
 if (options.Json)
@@ -136,14 +113,173 @@ else
     }
 }
 
-internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch, int? Steps, int Threads, int Warmup, bool Json, bool Soak, int? MicroBatch)
+return 0;
+
+internal sealed record Measurement(string Phase, int Batch, int Size, long Parameters, double Median, IReadOnlyList<double> Times, IReadOnlyList<(int Step, double Mib)> RssSamples);
+
+internal static class Measure
+{
+    public static Measurement Run(BenchmarkOptions options, Device device)
+    {
+        manual_seed(0);
+        var (unetOptions, size) = options.Config switch
+        {
+            "A" => (new UNetOptions { Dim = 32, DimMults = new[] { 1, 2, 4 }, Channels = 1 }, 32),
+            "B" => (new UNetOptions { Dim = 64, DimMults = new[] { 1, 2, 4, 8 }, Channels = 3 }, 32),
+            "S" => (new UNetOptions { Dim = 16, DimMults = new[] { 1, 2, 4 }, Channels = 1 }, 28),
+            _ => throw new ArgumentException($"Unknown config '{options.Config}'; use A, B or S."),
+        };
+        var unet = new UNet(unetOptions);
+        using var diffusion = new GaussianDiffusion(unet, NoiseSchedule.Sigmoid(1000), size, size, PredictionTarget.Velocity, DiffusionLoss.MeanSquaredError);
+        diffusion.to(device);
+        bool cpu = device.type == DeviceType.CPU;
+        var times = new List<double>();
+        var rssSamples = new List<(int Step, double Mib)>();
+        int warmup = options.Warmup;
+        string phase = options.Soak ? "soak" : options.Phase;
+        int batch = options.Batch ?? (phase == "train" || phase == "soak" ? (options.Config == "B" ? 16 : 32) : 16);
+
+        if (phase is "train" or "soak")
+        {
+            int steps = options.Soak ? 2000 : options.Steps ?? 20;
+            using var optimizer = optim.Adam(diffusion.parameters(), lr: 1e-4, beta1: 0.9, beta2: 0.99);
+            using var images = (rand(batch, unetOptions.Channels, size, size) * 2 - 1).to(device);
+            using var generator = new Generator(0, CPU); // as the training loop draws t and ε (DeviceRandom)
+            for (int step = 0; step < warmup + steps; step++)
+            {
+                var clock = Stopwatch.StartNew();
+                using (var scope = NewDisposeScope())
+                {
+                    optimizer.zero_grad();
+                    int chunk = options.MicroBatch is int m && m < batch ? m : batch;
+                    for (int start = 0; start < batch; start += chunk)
+                    {
+                        // The gradient of the batch mean, in chunks (--micro-batch): the same work in smaller tensors.
+                        var part = chunk == batch ? images : images[start..Math.Min(batch, start + chunk)];
+                        var loss = diffusion.Loss(part, generator: generator) * ((double)part.shape[0] / batch);
+                        loss.backward();
+                    }
+
+                    optimizer.step();
+                }
+
+                if (cpu)
+                {
+                    GC.Collect(0); // as DiffusionTrainingLoop does after every CPU step (it keeps the native heap from fragmenting)
+                }
+                else
+                {
+                    torch.cuda.synchronize(device);
+                }
+
+                if (step >= warmup)
+                {
+                    times.Add(clock.Elapsed.TotalSeconds);
+                }
+
+                if (options.Soak && (step + 1) % 100 == 0)
+                {
+                    rssSamples.Add((step + 1, Rss.CurrentMib()));
+                    Console.Error.WriteLine($"step {step + 1}: RSS {rssSamples[^1].Mib:F0} MiB");
+                }
+            }
+        }
+        else
+        {
+            diffusion.eval();
+            TimestepSampler sampler = phase == "ddpm" ? new DdpmSampler() : new DdimSampler { Steps = 50 };
+            sampler.MicroBatchSize = options.MicroBatch;
+            int runs = options.Steps ?? 3;
+            var seeds = Enumerable.Range(0, batch).Select(i => (long)i).ToArray();
+            for (int run = 0; run < Math.Min(warmup, 1) + runs; run++)
+            {
+                var clock = Stopwatch.StartNew();
+                using (var scope = NewDisposeScope())
+                {
+                    sampler.Sample(diffusion, seeds);
+                    if (!cpu)
+                    {
+                        torch.cuda.synchronize(device);
+                    }
+                }
+
+                if (run >= Math.Min(warmup, 1))
+                {
+                    times.Add(clock.Elapsed.TotalSeconds);
+                }
+            }
+        }
+
+        var sorted = times.OrderBy(t => t).ToArray();
+        double median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+        return new Measurement(phase, batch, size, unet.ParameterCount, median, times, rssSamples);
+    }
+}
+
+internal static class Suite
+{
+    /// <summary>The rows of the GPU issue, named as shared/gpu/peer_gpu.py names its results.</summary>
+    public static readonly (string Name, string Config, string Phase, int Batch)[] Rows =
+    {
+        ("train_A_b32", "A", "train", 32),
+        ("train_A_b128", "A", "train", 128),
+        ("train_A_b512", "A", "train", 512),
+        ("train_B_b64", "B", "train", 64),
+        ("train_B_b256", "B", "train", 256),
+        ("ddim50_A_b16", "A", "ddim", 16),
+        ("ddim50_A_b256", "A", "ddim", 256),
+    };
+}
+
+internal static class PeerTimes
+{
+    /// <summary>Reads the peer's results: the "JSON {...}" line peer_gpu.py prints last, or a plain JSON object.</summary>
+    public static Dictionary<string, double> Read(string path)
+    {
+        string? line = File.ReadLines(path).LastOrDefault(l => l.TrimStart().StartsWith("JSON ", StringComparison.Ordinal) || l.TrimStart().StartsWith('{'));
+        if (line is null)
+        {
+            throw new ArgumentException($"'{path}' has no JSON line of peer timings.");
+        }
+
+        string json = line.TrimStart().StartsWith("JSON ", StringComparison.Ordinal) ? line.TrimStart()[5..] : line;
+        return JsonSerializer.Deserialize<Dictionary<string, double>>(json) ?? new Dictionary<string, double>();
+    }
+}
+
+internal static class DeviceChoice
+{
+    public static Device Parse(string name)
+    {
+        string d = name.Trim().ToLowerInvariant();
+        if (d == "cpu")
+        {
+            return CPU;
+        }
+
+        if (d == "cuda" || d.StartsWith("cuda:", StringComparison.Ordinal))
+        {
+            return torch.cuda.is_available()
+                ? torch.device(d)
+                : throw new ArgumentException($"--device {name}: CUDA is not available here (this build has the CPU backend, or there is no NVIDIA GPU); see README, \"Running on a GPU\".");
+        }
+
+        throw new ArgumentException($"--device expects cpu, cuda or cuda:N; got '{name}'.");
+    }
+
+    public static string Describe(Device device) => device.type == DeviceType.CPU ? $"cpu ({Rss.Processor()})" : device.ToString();
+}
+
+internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch, int? Steps, int Threads, int Warmup, bool Json, bool Soak, int? MicroBatch, string Device, bool Tf32, string? Suite, string? PeerFile)
 {
     public static BenchmarkOptions Parse(string[] args)
     {
         string config = "A", phase = "train";
         int? batch = null, steps = null, micro = null;
         int threads = Environment.ProcessorCount, warmup = 3;
-        bool json = false, soak = false;
+        bool json = false, soak = false, tf32 = false;
+        string device = "cpu";
+        string? suite = null, peer = null;
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -158,7 +294,11 @@ internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch,
                 case "--micro-batch": micro = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--json": json = true; break;
                 case "--soak": soak = true; break;
-                default: throw new ArgumentException($"Unknown argument {args[i]}. Usage: --config A|B|S --phase train|ddim|ddpm --batch N [--steps K] [--threads 2] [--warmup W] [--micro-batch M] [--json] [--soak]");
+                case "--device": device = Next(); break;
+                case "--tf32": tf32 = true; break;
+                case "--suite": suite = Next().ToLowerInvariant(); break;
+                case "--peer": peer = Next(); break;
+                default: throw new ArgumentException($"Unknown argument {args[i]}. Usage: --config A|B|S --phase train|ddim|ddpm --batch N [--steps K] [--threads 2] [--warmup W] [--micro-batch M] [--device cpu|cuda|cuda:N] [--tf32] [--json] [--soak] | --suite gpu [--peer PEER_OUTPUT] [--device cuda]");
             }
         }
 
@@ -167,7 +307,12 @@ internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch,
             throw new ArgumentException($"Unknown phase '{phase}'; use train, ddim or ddpm.");
         }
 
-        return new BenchmarkOptions(config, phase, batch, steps, threads, warmup, json, soak, micro);
+        if (suite is not null and not "gpu")
+        {
+            throw new ArgumentException($"Unknown suite '{suite}'; use gpu (the rows of the GPU issue).");
+        }
+
+        return new BenchmarkOptions(config, phase, batch, steps, threads, warmup, json, soak, micro, device, tf32, suite, peer);
     }
 }
 

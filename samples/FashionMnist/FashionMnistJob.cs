@@ -56,7 +56,7 @@ public static class FashionMnistJob
             Loss = DiffusionLoss.MeanSquaredError,
             Network = new UNetOptions { Dim = 16, DimMults = new[] { 1, 2, 4 }, AttentionHeads = 2, AttentionDimHead = 16 },
             BatchSize = 64,
-            MicroBatchSize = 32,
+            MicroBatchSize = options.Device == "cpu" ? 32 : null, // chunks pay on the CPU only (docs/performance.md)
             LearningRate = 2e-3,
             WarmupSteps = 100,
             EmaDecay = 0.995,

@@ -18,7 +18,7 @@ internal static class JobMetrics
     public static void Measure(DiffusionSampler sampler, IDataView train, IDataView test, JobOptions options, double trainingSeconds, TextWriter console)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var classifierOptions = new FeatureClassifierOptions { ImageColumnName = "Pixels", LabelColumnName = "Label", ImageSize = 28, Epochs = 3, Seed = options.Seed };
+        var classifierOptions = new FeatureClassifierOptions { ImageColumnName = "Pixels", LabelColumnName = "Label", ImageSize = 28, Epochs = 3, Seed = options.Seed, Device = options.Device };
         string classifierPath = Path.Combine(options.Out, "classifier.bin");
         using var classifier = File.Exists(classifierPath) ? FeatureClassifier.Load(classifierPath) : FeatureClassifier.Train(train, classifierOptions);
         if (!File.Exists(classifierPath))
