@@ -40,8 +40,8 @@ public sealed class DiffusionModel : IDisposable
     /// <summary>Gets the number of optimizer steps the model was trained for.</summary>
     public int TrainedSteps => Config.TrainedSteps;
 
-    /// <summary>Gets a copy of the network's shape.</summary>
-    public UNetOptions Network => Config.Network.Clone();
+    /// <summary>Gets a copy of the network's kind and shape (a <see cref="UNetOptions"/> for a U-Net).</summary>
+    public DenoiserOptions Network => Config.Network.Clone();
 
     /// <summary>Gets the device the network lives on, as "cpu" or "cuda:N".</summary>
     public string Device => Diffusion.Device.ToString();
@@ -66,9 +66,9 @@ public sealed class DiffusionModel : IDisposable
     /// <summary>Builds the diffusion a config describes, with fresh (untrained) weights, on the CPU.</summary>
     internal static GaussianDiffusion BuildDiffusion(DiffusionModelConfig config)
     {
-        var unet = new UNet(config.Network);
+        var network = config.Network.CreateDenoiser();
         var schedule = NoiseSchedule.Restore(config.Schedule, config.Betas);
-        return new GaussianDiffusion(unet, schedule, config.ImageHeight, config.ImageWidth, config.Objective, config.Loss, config.Variance)
+        return new GaussianDiffusion(network, schedule, config.ImageHeight, config.ImageWidth, config.Objective, config.Loss, config.Variance)
         {
             MinSnrGamma = config.MinSnrGamma,
         };

@@ -21,7 +21,7 @@ internal sealed class DiffusionModelConfig
 
     public double? MinSnrGamma { get; set; }
 
-    public UNetOptions Network { get; set; } = new();
+    public DenoiserOptions Network { get; set; } = new UNetOptions();
 
     public string ImageColumnName { get; set; } = "Image";
 

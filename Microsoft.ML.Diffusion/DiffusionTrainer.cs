@@ -86,10 +86,10 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
         {
             diffusion.to(device);
             channel.Info(MessageSensitivity.None, FormattableString.Invariant(
-                $"Training a diffusion model: {data.Count} images {channels}×{height}×{width}, U-Net {diffusion.Model.ParameterCount:N0} parameters, T = {schedule.Timesteps} ({schedule.Kind}), objective {options.Objective}, {options.TrainSteps} steps of {options.BatchSize}×{options.GradientAccumulationSteps}, seed {seed}, device {device}."));
+                $"Training a diffusion model: {data.Count} images {channels}×{height}×{width}, {config.Network.Kind} {diffusion.Model.ParameterCount:N0} parameters, T = {schedule.Timesteps} ({schedule.Kind}), objective {options.Objective}, {options.TrainSteps} steps of {options.BatchSize}×{options.GradientAccumulationSteps}, seed {seed}, device {device}."));
             var loop = new DiffusionTrainingLoop(
                 diffusion,
-                options,
+                options.ToTrainingSettings(),
                 progress =>
                 {
                     channel.Info(MessageSensitivity.None, progress.ToString());

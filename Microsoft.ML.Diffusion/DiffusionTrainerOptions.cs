@@ -50,7 +50,7 @@ public sealed class DiffusionTrainerOptions
     public double? MinSnrGamma { get; set; }
 
     /// <summary>Gets or sets the U-Net's shape; its channels, learned variance and class count are set from these options.</summary>
-    public UNetOptions Network { get; set; } = new();
+    public DenoiserOptions Network { get; set; } = new UNetOptions();
 
     /// <summary>Gets or sets images per micro-batch. Default 32.</summary>
     public int BatchSize { get; set; } = 32;
@@ -141,6 +141,30 @@ public sealed class DiffusionTrainerOptions
     /// <summary>Gets the effective warm-up length.</summary>
     public int EffectiveWarmupSteps => WarmupSteps ?? Math.Min(500, TrainSteps / 10);
 
+    /// <summary>The training loop's settings these options describe.</summary>
+    internal TrainingSettings ToTrainingSettings() => new()
+    {
+        BatchSize = BatchSize,
+        MicroBatchSize = MicroBatchSize,
+        GradientAccumulationSteps = GradientAccumulationSteps,
+        TrainSteps = TrainSteps,
+        LearningRate = LearningRate,
+        WeightDecay = WeightDecay,
+        WarmupSteps = EffectiveWarmupSteps,
+        GradientClip = GradientClip,
+        EmaDecay = EmaDecay,
+        RandomHorizontalFlip = RandomHorizontalFlip,
+        ConditionDropout = ConditionDropout,
+        MaxConsecutiveNonFiniteSteps = MaxConsecutiveNonFiniteSteps,
+        LogEvery = LogEvery,
+        MaxTrainingTime = MaxTrainingTime,
+        CheckpointDirectory = CheckpointDirectory,
+        CheckpointEvery = CheckpointEvery,
+        KeepCheckpoints = KeepCheckpoints,
+        Resume = Resume,
+        CancellationToken = CancellationToken,
+    };
+
     /// <summary>Throws a clear exception for an invalid value.</summary>
     public void Validate()
     {
@@ -177,7 +201,9 @@ public sealed class DiffusionTrainerOptions
         Check(
             Height % divisor == 0 && Width % divisor == 0,
             nameof(ImageSize),
-            $"Image size {Height}×{Width} must be divisible by {divisor} = 2^(levels − 1) for a U-Net with {Network.Levels} levels (DimMults); resize the images or use fewer levels.");
+            Network is UNetOptions unet
+                ? $"Image size {Height}×{Width} must be divisible by {divisor} = 2^(levels − 1) for a U-Net with {unet.Levels} levels (DimMults); resize the images or use fewer levels."
+                : $"Image size {Height}×{Width} must be divisible by {divisor}, the {Network.Kind}'s size divisor; resize the images.");
         _ = Torch.ParseDevice(Device);
     }
 

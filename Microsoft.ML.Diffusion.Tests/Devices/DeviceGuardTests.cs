@@ -67,6 +67,51 @@ public sealed class DeviceGuardTests
     }
 
     [TestMethod]
+    public void EveryTensorTheCoreCreatesNamesItsDevice()
+    {
+        // libtorch's C++ meta kernels do not cover the maths (abs, where, convolutions…), so the paths around the network
+        // are guarded at the source instead: in the layers that run on the model's device, a tensor is created with a
+        // device: argument, or moved with .to(…) on the same line, or is a parameter or buffer made at construction (moved
+        // by Module.to), or CPU-side state (checkpoints).
+        string library = Path.Combine(RepositoryRoot(), "Microsoft.ML.Diffusion");
+        var creation = new Regex(@"(?<![\w.])(zeros|ones|full|arange|tensor|empty|linspace|eye)\s*\(");
+        var offenders = new List<string>();
+        foreach (string folder in new[] { "Diffusion", "Sampling", "Training", "Networks", "Evaluation" })
+        {
+            foreach (string file in Directory.EnumerateFiles(Path.Combine(library, folder), "*.cs", SearchOption.AllDirectories))
+            {
+                if (Path.GetFileName(file) is "Checkpoint.cs")
+                {
+                    continue;
+                }
+
+                var lines = File.ReadAllLines(file);
+                for (int i = 0; i < lines.Length; i++)
+                {
+                    string line = lines[i].Trim();
+                    bool exempt = line.StartsWith("//", StringComparison.Ordinal) || line.Contains("device", StringComparison.Ordinal) || line.Contains(".to(", StringComparison.Ordinal)
+                        || line.Contains("new Parameter(", StringComparison.Ordinal) || line.Contains("Buffer(double[]", StringComparison.Ordinal) || line.Contains("new DeviceCopies(", StringComparison.Ordinal);
+                    if (!exempt && creation.IsMatch(line))
+                    {
+                        offenders.Add($"{Path.GetRelativePath(library, file)}:{i + 1}: {line}");
+                    }
+                }
+            }
+        }
+
+        Assert.AreEqual(0, offenders.Count, "tensors created without a device:\n" + string.Join("\n", offenders));
+    }
+
+    [TestMethod]
+    public void DisposingARespacedDiffusionLeavesTheSharedNetworkAlive()
+    {
+        using var diffusion = PointwiseDiffusion(PredictionTarget.Noise, VarianceType.FixedSmall);
+        diffusion.Respace(4).Dispose();
+        using var output = diffusion.Model.call(zeros(new long[] { 1, 1, 8, 8 }), tensor(new long[] { 3 }));
+        Assert.AreEqual(1, output.shape[0], "the network still works after its respaced view is disposed");
+    }
+
+    [TestMethod]
     public void OnTheCpuASampleIsTheSameWithAndWithoutTheDeviceHelper()
     {
         // DeviceRandom draws on the CPU with the generator and copies: on the CPU it must be exactly torch's own draw.
@@ -126,10 +171,70 @@ public sealed class DeviceGuardTests
         throw new InvalidOperationException($"MLDiffusion.sln not found above {AppContext.BaseDirectory}.");
     }
 
+    // A denoiser without convolutions (libtorch has no C++ meta kernels for them), so that everything around the network
+    // — the maths, the samplers, the bound — can run on the meta device.
+    private static GaussianDiffusion PointwiseDiffusion(PredictionTarget objective, VarianceType variance)
+    {
+        manual_seed(1);
+        var options = new PointwiseOptions { LearnedVariance = variance == VarianceType.LearnedRange, ClassCount = 4 };
+        return new GaussianDiffusion(options.CreateDenoiser(), NoiseSchedule.Create(BetaSchedule.Cosine, 10), 8, 8, objective, DiffusionLoss.Huber, variance);
+    }
+
     private static GaussianDiffusion Build(PredictionTarget objective = PredictionTarget.Noise, VarianceType variance = VarianceType.FixedSmall)
     {
         manual_seed(1);
         var options = TinyModels.Options(learnedVariance: variance == VarianceType.LearnedRange, classCount: 4);
         return new GaussianDiffusion(new UNet(options), NoiseSchedule.Create(BetaSchedule.Cosine, 10), 8, 8, objective, DiffusionLoss.Huber, variance);
+    }
+}
+
+/// <summary>Settings of <see cref="PointwiseDenoiser"/>.</summary>
+internal sealed class PointwiseOptions : DenoiserOptions
+{
+    public override string Kind => "TestPointwise";
+
+    public override int SizeDivisor => 1;
+
+    public override Denoiser CreateDenoiser() => new PointwiseDenoiser(this);
+
+    public override DenoiserOptions Clone() => new PointwiseOptions { Channels = Channels, LearnedVariance = LearnedVariance, ClassCount = ClassCount };
+
+    public override void Validate()
+    {
+    }
+}
+
+/// <summary>A per-pixel linear map conditioned on the time embedding and label: meta-device friendly.</summary>
+internal sealed class PointwiseDenoiser : Denoiser
+{
+    private readonly Microsoft.ML.Diffusion.Networks.SinusoidalPositionEmbedding time_embedding;
+    private readonly TorchSharp.Modules.Linear time_mlp;
+    private readonly TorchSharp.Modules.Parameter class_embedding;
+    private readonly TorchSharp.Modules.Linear mix;
+    private readonly PointwiseOptions options;
+
+    public PointwiseDenoiser(PointwiseOptions options)
+        : base(nameof(PointwiseDenoiser))
+    {
+        this.options = (PointwiseOptions)options.Clone();
+        int outputs = options.Channels * (options.LearnedVariance ? 2 : 1);
+        time_embedding = new Microsoft.ML.Diffusion.Networks.SinusoidalPositionEmbedding(8);
+        time_mlp = nn.Linear(8, outputs);
+        class_embedding = new TorchSharp.Modules.Parameter(randn(options.ClassCount + 1, outputs));
+        mix = nn.Linear(options.Channels, outputs);
+        RegisterComponents();
+    }
+
+    public override DenoiserOptions Options => options;
+
+    public override Tensor forward(Tensor x, Tensor time, Tensor? classes)
+    {
+        using var scope = NewDisposeScope();
+        var h = mix.call(x.permute(0, 2, 3, 1)) + time_mlp.call(time_embedding.call(time)).unsqueeze(1).unsqueeze(1);
+        var labels = classes ?? full(x.shape[0], options.ClassCount, dtype: int64, device: x.device);
+        // One-hot product instead of an embedding lookup: index_select has no meta kernel.
+        var oneHot = labels.unsqueeze(1).eq(arange(options.ClassCount + 1, device: x.device).unsqueeze(0)).to(x.dtype);
+        h = h + matmul(oneHot, class_embedding).unsqueeze(1).unsqueeze(1);
+        return h.permute(0, 3, 1, 2).MoveToOuterDisposeScope();
     }
 }

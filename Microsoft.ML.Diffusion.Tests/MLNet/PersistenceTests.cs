@@ -63,7 +63,8 @@ public sealed class PersistenceTests
         sampler.Save(context, path);
         Assert.IsFalse(File.Exists(path + ".tmp"));
         using var loaded = DiffusionSampler.Load(new MLContext(), path);
-        Assert.AreEqual(sampler.Model.Network.Dim, loaded.Model.Network.Dim);
+        Assert.AreEqual(((UNetOptions)sampler.Model.Network).Dim, ((UNetOptions)loaded.Model.Network).Dim);
+        Assert.AreEqual(UNetOptions.KindName, loaded.Model.Network.Kind);
         var a = MLNetTestData.PixelHashes(sampler.Transform(MLNetTestData.Seeds(context, 7))).Single();
         var b = MLNetTestData.PixelHashes(loaded.Transform(MLNetTestData.Seeds(context, 7))).Single();
         Assert.AreEqual(a, b);

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// A Gaussian diffusion (Ho et al. 2020) around a <see cref="UNet"/>: the forward process, the posterior, the reverse-process
+/// A Gaussian diffusion (Ho et al. 2020) around any <see cref="Denoiser"/> (the <see cref="UNet"/>, or your own): the forward process, the posterior, the reverse-process
 /// parameters, the training loss and the variational bound. Images are N×C×H×W tensors in [−1, 1].
 /// </summary>
 /// <remarks>
@@ -18,7 +18,8 @@ namespace Microsoft.ML.Diffusion;
 public sealed class GaussianDiffusion : nn.Module
 {
     private const double Ln2 = 0.69314718055994530942;
-    private readonly UNet model;
+    private readonly Denoiser model;
+    private readonly bool ownsModel = true;
     private readonly Tensor betas;
     private readonly Tensor sqrt_alphas_cumprod;
     private readonly Tensor sqrt_one_minus_alphas_cumprod;
@@ -44,7 +45,7 @@ public sealed class GaussianDiffusion : nn.Module
     /// <param name="objective">What the network predicts.</param>
     /// <param name="variance">The reverse-process variance.</param>
     public GaussianDiffusion(
-        UNet model,
+        Denoiser model,
         int imageSize,
         int timesteps = 1000,
         DiffusionLoss loss = DiffusionLoss.MeanSquaredError,
@@ -64,7 +65,7 @@ public sealed class GaussianDiffusion : nn.Module
     /// <param name="loss">The distance of the simple loss.</param>
     /// <param name="variance">The reverse-process variance.</param>
     public GaussianDiffusion(
-        UNet model,
+        Denoiser model,
         NoiseSchedule schedule,
         int imageHeight,
         int imageWidth,
@@ -76,17 +77,17 @@ public sealed class GaussianDiffusion : nn.Module
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(schedule);
         DiffusionRuntime.EnsureNativeAllocatorTuned();
-        int divisor = model.Options.SizeDivisor;
+        int divisor = model.SizeDivisor;
         if (imageHeight < 1 || imageWidth < 1 || imageHeight % divisor != 0 || imageWidth % divisor != 0)
         {
             throw new ArgumentOutOfRangeException(
-                nameof(imageHeight), $"Image size {imageHeight}×{imageWidth} must be positive and divisible by {divisor} (2^(levels − 1) of the U-Net).");
+                nameof(imageHeight), $"Image size {imageHeight}×{imageWidth} must be positive and divisible by {divisor} (the {model.Options.Kind}'s size divisor).");
         }
 
-        if ((variance == VarianceType.LearnedRange) != model.Options.LearnedVariance)
+        if ((variance == VarianceType.LearnedRange) != model.LearnedVariance)
         {
             throw new ArgumentException(
-                $"Variance {variance} needs a U-Net with LearnedVariance = {variance == VarianceType.LearnedRange}.", nameof(variance));
+                $"Variance {variance} needs a network with LearnedVariance = {variance == VarianceType.LearnedRange}.", nameof(variance));
         }
 
         if (!Enum.IsDefined(objective) || !Enum.IsDefined(loss))
@@ -125,13 +126,14 @@ public sealed class GaussianDiffusion : nn.Module
         : this(parent.model, schedule, parent.ImageHeight, parent.ImageWidth, parent.Objective, parent.LossType, parent.Variance)
     {
         timestep_map = tensor(timestepMap, dtype: int64).to(parent.Device);
+        ownsModel = false;
         MinSnrGamma = parent.MinSnrGamma;
         HybridLambda = parent.HybridLambda;
         this.to(parent.Device);
     }
 
     /// <summary>Gets the network.</summary>
-    public UNet Model => model;
+    public Denoiser Model => model;
 
     /// <summary>Gets the noise schedule.</summary>
     public NoiseSchedule Schedule { get; }
@@ -146,7 +148,7 @@ public sealed class GaussianDiffusion : nn.Module
     public int ImageWidth { get; }
 
     /// <summary>Gets the image channels.</summary>
-    public int Channels => model.Options.Channels;
+    public int Channels => model.Channels;
 
     /// <summary>Gets what the network predicts.</summary>
     public PredictionTarget Objective { get; }
@@ -170,7 +172,7 @@ public sealed class GaussianDiffusion : nn.Module
     /// A diffusion over a subsequence τ₁ &lt; … &lt; τ_K of this one's timesteps (Nichol &amp; Dhariwal 2021, section 4):
     /// ᾱ'_i = ᾱ_{τ_i}, β'_i = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}, sharing this network, which it calls with the original timestep τ_i.
     /// Its variational bound is a valid bound on the likelihood of the respaced model (not of the full T-step one).
-    /// The result shares the network: dispose only the original.
+    /// The result shares the network: disposing it releases its own buffers only, never the shared network.
     /// </summary>
     /// <param name="steps">K, the number of steps kept (2 ≤ K ≤ T); evenly spaced, always including the first and last.</param>
     /// <returns>The respaced diffusion.</returns>
@@ -274,14 +276,14 @@ public sealed class GaussianDiffusion : nn.Module
     /// <returns>The raw output, N×OutputChannels×H×W.</returns>
     public Tensor ModelOutput(Tensor xt, Tensor t, Tensor? classes = null, double guidanceScale = 1.0)
     {
-        if (classes is null || guidanceScale == 1.0 || model.Options.ClassCount == 0)
+        if (classes is null || guidanceScale == 1.0 || model.ClassCount == 0)
         {
             return model.forward(xt, NetworkTime(t), classes);
         }
 
         using var scope = NewDisposeScope();
         var conditional = model.forward(xt, NetworkTime(t), classes);
-        var unconditional = model.forward(xt, NetworkTime(t), full_like(classes, model.Options.ClassCount));
+        var unconditional = model.forward(xt, NetworkTime(t), full_like(classes, model.ClassCount));
         var guided = unconditional + (guidanceScale * (conditional - unconditional));
         if (Variance == VarianceType.LearnedRange)
         {
@@ -517,6 +519,19 @@ public sealed class GaussianDiffusion : nn.Module
         var nll = -GaussianMath.DiscretizedGaussianLogLikelihood(images, prediction.Mean, 0.5 * logVariance);
         var nllBits = nll.mean(new long[] { 1, 2, 3 }) / Ln2;
         return where(t == 0, nllBits, klBits).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Releases the buffers, and the network unless this is a respaced view of another diffusion.</summary>
+    /// <param name="disposing">Whether managed resources are released.</param>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing && !ownsModel)
+        {
+            _internal_submodules.Remove(nameof(model));
+            timestep_map?.Dispose();
+        }
+
+        base.Dispose(disposing);
     }
 
     private static DiffusionPrediction MoveOut(DiffusionPrediction p) => new(

@@ -250,8 +250,13 @@ public sealed class DiffusionExperiment
         T Pick<T>(IReadOnlyList<T> values) => values[random.Next(values.Count)];
         var b = settings.BaseOptions;
         var network = b.Network.Clone();
-        network.Dim = Pick(space.Widths);
-        network.Dropout = Pick(space.Dropouts);
+        if (network is UNetOptions unet)
+        {
+            // The width and dropout axes are the U-Net's; other networks keep the base options' shape.
+            unet.Dim = Pick(space.Widths);
+            unet.Dropout = Pick(space.Dropouts);
+        }
+
         double lr = Math.Exp(Math.Log(space.LearningRate.Min) + (random.NextDouble() * (Math.Log(space.LearningRate.Max) - Math.Log(space.LearningRate.Min))));
         var options = new DiffusionTrainerOptions
         {
@@ -283,9 +288,13 @@ public sealed class DiffusionExperiment
             CancellationToken = b.CancellationToken,
         };
         string description = FormattableString.Invariant(
-            $"{options.Schedule}, {options.Objective}, {options.Loss}, {options.Variance}, lr {lr:G2}, dim {network.Dim}, dropout {network.Dropout}, EMA {options.EmaDecay}");
+            $"{options.Schedule}, {options.Objective}, {options.Loss}, {options.Variance}, lr {lr:G2}, {Shape(network)}, EMA {options.EmaDecay}");
         return (id, description, options);
     }
+
+    private static string Shape(DenoiserOptions network) => network is UNetOptions u
+        ? FormattableString.Invariant($"dim {u.Dim}, dropout {u.Dropout}")
+        : network.Kind;
 
     private double Evaluate(DiffusionSampler sampler, TrainingImages validation)
     {

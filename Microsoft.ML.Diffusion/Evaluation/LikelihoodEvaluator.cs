@@ -88,7 +88,8 @@ public sealed class LikelihoodEvaluator
         }
 
         var full = model.Diffusion;
-        var diffusion = options.Steps is int k && k < full.Timesteps ? full.Respace(k) : full;
+        using var respaced = options.Steps is int k && k < full.Timesteps ? full.Respace(k) : null;
+        var diffusion = respaced ?? full;
         int total = (int)Math.Min(images.shape[0], options.MaxImages ?? long.MaxValue);
         int steps = diffusion.Timesteps;
         var perStep = new double[steps];

@@ -17,9 +17,9 @@ namespace Microsoft.ML.Diffusion;
 /// blocks, linear attention (full attention at the innermost level) and a 2×2 space-to-depth downsample (none at the last
 /// level); a middle of ResNet block, full attention, ResNet block; up levels mirroring the down levels with skip
 /// concatenation and nearest upsampling; a final ResNet block on the concatenation with the init-conv output and a 1×1 conv.
-/// With <see cref="UNetOptions.ClassCount"/> &gt; 0 a label embedding (one extra row for "no label") is added to the time embedding.
+/// With <see cref="DenoiserOptions.ClassCount"/> &gt; 0 a label embedding (one extra row for "no label") is added to the time embedding.
 /// </remarks>
-public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
+public sealed class UNet : Denoiser
 {
     private readonly Conv2d init_conv;
     private readonly SinusoidalPositionEmbedding time_embedding;
@@ -45,7 +45,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        Options = options.Clone();
+        this.options = options.Clone();
         int dim = options.Dim;
         int heads = options.AttentionHeads;
         int dimHead = options.AttentionDimHead;
@@ -99,27 +99,21 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
         RegisterComponents();
     }
 
-    /// <summary>Gets a copy of the options this network was built with.</summary>
-    public UNetOptions Options { get; }
+    // Not a covariant override: TorchSharp's Module.to indexes public properties by name and fails on two "Options".
+    private readonly UNetOptions options;
 
-    /// <summary>Gets the number of output channels: the image channels, doubled when the variance is learned.</summary>
-    public int OutputChannels => Options.Channels * (Options.LearnedVariance ? 2 : 1);
+    /// <inheritdoc/>
+    public override DenoiserOptions Options => options;
 
-    /// <summary>Gets the number of trainable parameters.</summary>
-    public long ParameterCount => parameters().Sum(p => p.numel());
-
-    /// <summary>Predicts from a batch of noisy images and their timesteps, unconditionally.</summary>
-    /// <param name="x">Images N×C×H×W; H and W divisible by 2^(levels − 1).</param>
-    /// <param name="time">Timesteps, a vector of N integers (0-based).</param>
-    /// <returns>N×<see cref="OutputChannels"/>×H×W.</returns>
-    public override Tensor forward(Tensor x, Tensor time) => forward(x, time, null);
+    /// <summary>Gets the U-Net's shape (the same object as <see cref="Options"/>, typed).</summary>
+    public UNetOptions Shape => options;
 
     /// <summary>Predicts from a batch of noisy images, their timesteps and (for a class-conditional network) labels.</summary>
     /// <param name="x">Images N×C×H×W; H and W divisible by 2^(levels − 1).</param>
     /// <param name="time">Timesteps, a vector of N integers (0-based).</param>
     /// <param name="classes">Labels in [0, ClassCount] (ClassCount = no label), a vector of N integers; null = no label.</param>
-    /// <returns>N×<see cref="OutputChannels"/>×H×W.</returns>
-    public Tensor forward(Tensor x, Tensor time, Tensor? classes)
+    /// <returns>N×<see cref="Denoiser.OutputChannels"/>×H×W.</returns>
+    public override Tensor forward(Tensor x, Tensor time, Tensor? classes)
     {
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(time);
@@ -132,7 +126,7 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
         var t = time_mlp_out.call(nn.functional.gelu(time_mlp_in.call(time_embedding.call(time))));
         if (class_embedding is not null)
         {
-            var labels = classes ?? full(x.shape[0], Options.ClassCount, dtype: int64, device: x.device);
+            var labels = classes ?? full(x.shape[0], options.ClassCount, dtype: int64, device: x.device);
             t = t + class_embedding.call(labels.to(int64));
         }
 
@@ -173,16 +167,16 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
 
     private void CheckInput(Tensor x)
     {
-        if (x.dim() != 4 || x.shape[1] != Options.Channels)
+        if (x.dim() != 4 || x.shape[1] != options.Channels)
         {
-            throw new ArgumentException($"The U-Net expects images N×{Options.Channels}×H×W; got shape [{string.Join(", ", x.shape)}].", nameof(x));
+            throw new ArgumentException($"The U-Net expects images N×{options.Channels}×H×W; got shape [{string.Join(", ", x.shape)}].", nameof(x));
         }
 
-        int divisor = Options.SizeDivisor;
+        int divisor = options.SizeDivisor;
         if (x.shape[2] % divisor != 0 || x.shape[3] % divisor != 0)
         {
             throw new ArgumentException(
-                $"Image height and width must be divisible by {divisor} (2^(levels − 1) for {Options.Levels} levels); got {x.shape[2]}×{x.shape[3]}.", nameof(x));
+                $"Image height and width must be divisible by {divisor} (2^(levels − 1) for {options.Levels} levels); got {x.shape[2]}×{x.shape[3]}.", nameof(x));
         }
     }
 }

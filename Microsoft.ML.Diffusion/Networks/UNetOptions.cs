@@ -8,16 +8,19 @@ namespace Microsoft.ML.Diffusion;
 /// Shape of the <see cref="UNet"/> noise predictor. The layers match denoising-diffusion-pytorch 2.1.1's
 /// <c>Unet</c> for the same <see cref="Dim"/> and <see cref="DimMults"/>, so parameter counts compare one to one.
 /// </summary>
-public sealed class UNetOptions
+public sealed class UNetOptions : DenoiserOptions
 {
+    /// <summary>The kind's name in model files.</summary>
+    public const string KindName = "UNet";
+
+    /// <inheritdoc/>
+    public override string Kind => KindName;
+
     /// <summary>Gets or sets the base width (channels of the first level). Default 32.</summary>
     public int Dim { get; set; } = 32;
 
     /// <summary>Gets or sets the width multiplier of each level; the input size must divide by 2^(levels − 1). Default (1, 2, 4).</summary>
     public IReadOnlyList<int> DimMults { get; set; } = new[] { 1, 2, 4 };
-
-    /// <summary>Gets or sets the image channels (1 grayscale, 3 RGB). Default 1.</summary>
-    public int Channels { get; set; } = 1;
 
     /// <summary>Gets or sets the dropout probability inside the ResNet blocks. Default 0.</summary>
     public double Dropout { get; set; }
@@ -28,24 +31,18 @@ public sealed class UNetOptions
     /// <summary>Gets or sets the width of one attention head. Default 32.</summary>
     public int AttentionDimHead { get; set; } = 32;
 
-    /// <summary>Gets or sets a value indicating whether the network also predicts the variance interpolation (doubles the output channels).</summary>
-    public bool LearnedVariance { get; set; }
-
-    /// <summary>
-    /// Gets or sets the number of classes for a class-conditional model, or 0 for none. The label embedding has one more
-    /// row, index <see cref="ClassCount"/>, meaning "no label" (for classifier-free guidance).
-    /// </summary>
-    public int ClassCount { get; set; }
-
     /// <summary>Gets the number of resolution levels.</summary>
     public int Levels => DimMults.Count;
 
     /// <summary>Gets the factor every image side must divide by: 2^(levels − 1).</summary>
-    public int SizeDivisor => 1 << (DimMults.Count - 1);
+    public override int SizeDivisor => 1 << (DimMults.Count - 1);
+
+    /// <inheritdoc/>
+    public override Denoiser CreateDenoiser() => new UNet(this);
 
     /// <summary>Returns a deep copy.</summary>
     /// <returns>The copy.</returns>
-    public UNetOptions Clone() => new()
+    public override UNetOptions Clone() => new()
     {
         Dim = Dim,
         DimMults = DimMults.ToArray(),
@@ -58,7 +55,7 @@ public sealed class UNetOptions
     };
 
     /// <summary>Throws a clear exception for an invalid combination.</summary>
-    public void Validate()
+    public override void Validate()
     {
         if (Dim < 1)
         {

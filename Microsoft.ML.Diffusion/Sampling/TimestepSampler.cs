@@ -81,7 +81,7 @@ public abstract class TimestepSampler : ISampler
 
         using var noGrad = no_grad();
         using var noise = new SeededNoise(allSeeds, new long[] { diffusion.Channels, diffusion.ImageHeight, diffusion.ImageWidth }, device, float32);
-        using var labels = classes is null ? null : PadLabels(classes, padded, diffusion.Model.Options.ClassCount, device);
+        using var labels = classes is null ? null : PadLabels(classes, padded, diffusion.Model.ClassCount, device);
         Tensor x = noise.Next();
         var states = new IDisposable?[chunks];
         try

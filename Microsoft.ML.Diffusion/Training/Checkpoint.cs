@@ -193,7 +193,7 @@ internal static class Checkpoint
 /// <summary>The live objects of a training run that a checkpoint saves and restores.</summary>
 internal sealed class TrainingState : IDisposable
 {
-    public TrainingState(UNet network, OptimizerHelper optimizer, ExponentialMovingAverage? ema, Generator noiseGenerator, Generator orderGenerator, Tensor order, string fingerprint)
+    public TrainingState(Denoiser network, OptimizerHelper optimizer, ExponentialMovingAverage? ema, Generator noiseGenerator, Generator orderGenerator, Tensor order, string fingerprint)
     {
         Network = network;
         Optimizer = optimizer;
@@ -204,7 +204,7 @@ internal sealed class TrainingState : IDisposable
         Fingerprint = fingerprint;
     }
 
-    public UNet Network { get; }
+    public Denoiser Network { get; }
 
     public OptimizerHelper Optimizer { get; }
 

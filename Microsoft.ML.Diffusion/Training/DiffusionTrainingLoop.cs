@@ -16,11 +16,11 @@ namespace Microsoft.ML.Diffusion;
 internal sealed class DiffusionTrainingLoop
 {
     private readonly GaussianDiffusion diffusion;
-    private readonly DiffusionTrainerOptions options;
+    private readonly TrainingSettings options;
     private readonly Action<TrainingProgress> report;
     private readonly Action<string> log;
 
-    public DiffusionTrainingLoop(GaussianDiffusion diffusion, DiffusionTrainerOptions options, Action<TrainingProgress> report, Action<string> log)
+    public DiffusionTrainingLoop(GaussianDiffusion diffusion, TrainingSettings options, Action<TrainingProgress> report, Action<string> log)
     {
         this.diffusion = diffusion;
         this.options = options;
@@ -39,7 +39,7 @@ internal sealed class DiffusionTrainingLoop
 
     /// <summary>
     /// Trains (resuming from the newest checkpoint when asked), then folds the EMA weights into the network. With
-    /// checkpointing on, a checkpoint is written every <see cref="DiffusionTrainerOptions.CheckpointEvery"/> steps and at the end.
+    /// checkpointing on, a checkpoint is written every <see cref="TrainingSettings.CheckpointEvery"/> steps and at the end.
     /// </summary>
     public void Run(TrainingImages data, long seed, string fingerprint)
     {
@@ -62,7 +62,7 @@ internal sealed class DiffusionTrainingLoop
             log($"Resumed from '{latest}' at step {state.Step}.");
         }
 
-        int warmup = options.EffectiveWarmupSteps;
+        int warmup = options.WarmupSteps;
         int consecutiveBad = 0;
         var clock = Stopwatch.StartNew();
         double windowLoss = 0;
