@@ -20,6 +20,11 @@ namespace Microsoft.ML.Diffusion;
 /// Rows without a seed column get seeds derived from <see cref="DiffusionSamplerOptions.Seed"/> and the row index.</para>
 /// <para>Output columns: "GeneratedImage" (<see cref="MLImage"/>) and "GeneratedPixels" (Single vector of C·H·W values in
 /// [0, 255], planar, as ExtractPixels makes). On the CPU the same seed (and label) gives the same bytes in any batch.</para>
+/// <para><see cref="Transform"/> is lazy and streaming (each cursor generates one micro-batch of rows at a time as it
+/// advances). The sampler is also a row-to-row mapper: <c>mlContext.Model.CreatePredictionEngine&lt;TSrc, TDst&gt;(sampler)</c>
+/// (or a chain ending in it) generates one image per prediction, the same image <see cref="Transform"/> gives for that seed;
+/// use one engine per thread (as ML.NET's engine pools do). By ML.NET's default an engine owns its transformer and
+/// disposing the engine disposes the sampler; pass <c>new PredictionEngineOptions { OwnsTransformer = false }</c> to keep it.</para>
 /// <para>Save it with <c>mlContext.Model.Save</c>; <c>mlContext.Model.Load</c> restores it in any process with no extra
 /// call. ML.NET loads the assemblies a model file names: load only model files you trust.</para>
 /// </remarks>
@@ -50,8 +55,8 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
     /// <summary>Gets the sampling settings (a copy is taken at construction; changing it afterwards changes later transforms).</summary>
     public DiffusionSamplerOptions Options { get; }
 
-    /// <inheritdoc/>
-    public bool IsRowToRowMapper => false;
+    /// <summary>Gets a value indicating whether <see cref="GetRowToRowMapper"/> works: always true.</summary>
+    public bool IsRowToRowMapper => true;
 
     /// <summary>Loads a sampler saved by <see cref="Save(MLContext, string)"/> or <c>mlContext.Model.Save</c>.</summary>
     /// <param name="mlContext">The ML.NET context.</param>
@@ -122,25 +127,42 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         return pixels.Select(p => PixelLayout.ToMLImage(p, Model.Channels, Model.ImageHeight, Model.ImageWidth)).ToArray();
     }
 
-    /// <inheritdoc/>
+    /// <summary>Gets the schema <see cref="Transform"/> gives for an input schema: its columns plus the two generated ones.</summary>
+    /// <param name="inputSchema">The input schema.</param>
+    /// <returns>The output schema.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The seed or label column has the wrong type (the message names it).</exception>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        return GeneratedImagesDataView.BuildSchema(inputSchema, this);
+        return GenerationBinding.Create(this, inputSchema).OutputSchema;
     }
 
-    /// <inheritdoc/>
+    /// <summary>
+    /// Adds a generated image to every row of <paramref name="input"/>. Lazy and streaming: each cursor generates its rows
+    /// in batches of one micro-batch as it advances and keeps one batch, so memory does not grow with the row count, and
+    /// a cursor that reads no generated column generates nothing.
+    /// </summary>
+    /// <param name="input">Any data view (an optional seed column and, for a class-conditional model, a label column).</param>
+    /// <returns>The input's columns plus the generated image and pixel columns.</returns>
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
         return new GeneratedImagesDataView(input, this);
     }
 
-    /// <summary>Not supported: generation runs over whole batches, not row by row.</summary>
-    /// <param name="inputSchema">Ignored.</param>
-    /// <returns>Never returns.</returns>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new NotSupportedException("DiffusionSampler generates images in batches; use Transform or Generate instead of a row-to-row mapper.");
+    /// <summary>
+    /// Gets a row-to-row mapper that generates each row's image on its own (what <c>mlContext.Model.CreatePredictionEngine</c>
+    /// uses). A row's image equals the one <see cref="Transform"/> gives for the same seed and label; on the CPU bit for bit.
+    /// </summary>
+    /// <param name="inputSchema">The schema of the rows to map.</param>
+    /// <returns>The mapper; it may be shared between threads, each row it makes is used by one thread at a time.</returns>
+    /// <remarks>One row costs the network as much as a whole micro-batch (the CPU network runs on padded micro-batches so
+    /// that bits do not depend on the batch): use <see cref="Transform"/> or <see cref="Generate"/> for many images.</remarks>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new GeneratedImagesMapper(this, inputSchema);
+    }
 
     /// <summary>Releases the model's tensors.</summary>
     public void Dispose() => Model.Dispose();
@@ -160,6 +182,16 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         {
             MLNetInternals.SaveBinaryStream(ctx, DiffusionModelFile.WeightsEntryName, w => w.Write(weights));
         }
+    }
+
+    /// <summary>Raised with the number of images before every generation call of <see cref="Transform"/> cursors and mappers (tests count calls).</summary>
+    internal event Action<int>? Generating;
+
+    /// <summary>Generates images for seeds and labels (−1 = unconditional) with the given options: 8-bit planar pixels.</summary>
+    internal byte[][] GeneratePixels(IReadOnlyList<long> seeds, IReadOnlyList<int> labels, DiffusionSamplerOptions options)
+    {
+        Generating?.Invoke(seeds.Count);
+        return Model.GeneratePixels(seeds, labels, options);
     }
 
     internal void CheckLabel(int? label)

@@ -1,158 +1,67 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
-using System.Threading;
 using Microsoft.ML.Data;
-using Microsoft.ML.Transforms.Image;
 
 namespace Microsoft.ML.Diffusion.Data;
 
 /// <summary>
 /// The output of <see cref="DiffusionSampler.Transform"/>: the input's columns plus a generated image (and its pixels) per
-/// row. Images are generated on the first cursor that asks for them, all rows at once in batches, and kept.
+/// row, generated lazily by each cursor, one batch of rows at a time, as the cursor advances.
 /// </summary>
+/// <remarks>
+/// <para>A cursor that asks for a generated column generates nothing on <c>MoveNext</c>: the first getter call on a row
+/// outside its current batch reads the seeds and labels of that row and the next <see cref="GenerationBinding.RowsPerBatch"/>
+/// − 1 rows through a second input cursor (only the seed and label columns active), generates them in one call and keeps
+/// only that batch. Memory is bounded by one batch, not by the row count; rows skipped without reading a generated column
+/// (e.g. by <c>SkipRows</c>) are never generated. A cursor that asks for no generated column generates nothing.</para>
+/// <para>Cursors are independent (each has its own batch); images depend only on each row's seed and label, so every
+/// cursor, whatever it skips, gives a row the same image. The input must give every cursor its rows in the same order
+/// (ML.NET's data views do when not shuffled); this view does not shuffle (<see cref="CanShuffle"/> is false).</para>
+/// </remarks>
 internal sealed class GeneratedImagesDataView : IDataView
 {
-    private const int RowsPerCall = 64;
     private readonly IDataView input;
-    private readonly DiffusionSampler sampler;
-    private readonly DiffusionSamplerOptions options;
-    private readonly Lazy<byte[][]> generated;
+    private readonly GenerationBinding binding;
 
     public GeneratedImagesDataView(IDataView input, DiffusionSampler sampler)
     {
         this.input = input;
-        this.sampler = sampler;
-        options = sampler.Options.Clone();
-        Schema = BuildSchema(input.Schema, sampler);
-        generated = new Lazy<byte[][]>(Generate, LazyThreadSafetyMode.ExecutionAndPublication);
+        binding = GenerationBinding.Create(sampler, input.Schema);
     }
 
     public bool CanShuffle => false;
 
-    public DataViewSchema Schema { get; }
-
-    private int ImageIndex => input.Schema.Count;
-
-    private int PixelsIndex => input.Schema.Count + 1;
-
-    /// <summary>The input schema plus the two generated columns; checks the optional seed and label columns' types.</summary>
-    public static DataViewSchema BuildSchema(DataViewSchema inputSchema, DiffusionSampler sampler)
-    {
-        var options = sampler.Options;
-        var model = sampler.Model;
-        if (inputSchema.GetColumnOrNull(options.SeedColumnName) is DataViewSchema.Column seed && !IsSeedType(seed.Type))
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(inputSchema), $"Seed column '{seed.Name}' has type {seed.Type}; expected Int32, UInt32 or Int64.");
-        }
-
-        if (model.ClassCount > 0 && LabelColumn(inputSchema, sampler) is DataViewSchema.Column label && !LabelColumnReader.IsSupported(label.Type))
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(inputSchema), $"Label column '{label.Name}' has type {label.Type}; expected a key or an integer type.");
-        }
-
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        builder.AddColumn(options.OutputImageColumnName, new ImageDataViewType(model.ImageHeight, model.ImageWidth));
-        builder.AddColumn(options.OutputPixelsColumnName, new VectorDataViewType(NumberDataViewType.Single, model.Channels, model.ImageHeight, model.ImageWidth));
-        return builder.ToSchema();
-    }
+    public DataViewSchema Schema => binding.OutputSchema;
 
     public long? GetRowCount() => input.GetRowCount();
 
     public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
     {
+        ArgumentNullException.ThrowIfNull(columnsNeeded);
         var needed = new HashSet<int>(columnsNeeded.Select(c => c.Index));
         var inputColumns = input.Schema.Where(c => needed.Contains(c.Index)).ToArray();
-        byte[][]? images = needed.Contains(ImageIndex) || needed.Contains(PixelsIndex) ? generated.Value : null;
-        return new Cursor(this, input.GetRowCursor(inputColumns), needed, images);
+        return new Cursor(this, input.GetRowCursor(inputColumns), needed);
     }
 
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
         new[] { GetRowCursor(columnsNeeded, rand) };
-
-    private static DataViewSchema.Column? LabelColumn(DataViewSchema schema, DiffusionSampler sampler)
-    {
-        string? name = sampler.Options.LabelColumnName ?? sampler.Model.Config.LabelColumnName;
-        return name is null ? null : schema.GetColumnOrNull(name);
-    }
-
-    private static bool IsSeedType(DataViewType type) =>
-        type == NumberDataViewType.Int32 || type == NumberDataViewType.UInt32 || type == NumberDataViewType.Int64;
-
-    private byte[][] Generate()
-    {
-        var seedColumn = input.Schema.GetColumnOrNull(options.SeedColumnName);
-        var labelColumn = sampler.Model.ClassCount > 0 ? LabelColumn(input.Schema, sampler) : null;
-        var seeds = new List<long>();
-        var labels = new List<int>();
-        var columns = new[] { seedColumn, labelColumn }.Where(c => c is not null).Select(c => c!.Value);
-        using (var cursor = input.GetRowCursor(columns))
-        {
-            Func<long>? readSeed = seedColumn is DataViewSchema.Column s ? SeedReader(cursor, s) : null;
-            Func<int>? readLabel = labelColumn is DataViewSchema.Column l ? LabelReader(cursor, l) : null;
-            while (cursor.MoveNext())
-            {
-                seeds.Add(readSeed?.Invoke() ?? SeededNoise.DeriveSeed(options.Seed, cursor.Position));
-                int label = readLabel?.Invoke() ?? -1;
-                sampler.CheckLabel(label);
-                labels.Add(label);
-            }
-        }
-
-        var result = new byte[seeds.Count][];
-        for (int start = 0; start < seeds.Count; start += RowsPerCall)
-        {
-            int count = Math.Min(RowsPerCall, seeds.Count - start);
-            var chunk = sampler.Model.GeneratePixels(seeds.GetRange(start, count), labels.GetRange(start, count), options);
-            Array.Copy(chunk, 0, result, start, count);
-        }
-
-        return result;
-    }
-
-    private static Func<long> SeedReader(DataViewRow row, DataViewSchema.Column column)
-    {
-        if (column.Type == NumberDataViewType.Int32)
-        {
-            var getter = row.GetGetter<int>(column);
-            int value = 0;
-            return () => { getter(ref value); return value; };
-        }
-
-        if (column.Type == NumberDataViewType.UInt32)
-        {
-            var getter = row.GetGetter<uint>(column);
-            uint value = 0;
-            return () => { getter(ref value); return value; };
-        }
-
-        var longGetter = row.GetGetter<long>(column);
-        long longValue = 0;
-        return () => { longGetter(ref longValue); return longValue; };
-    }
-
-    private static Func<int> LabelReader(DataViewRow row, DataViewSchema.Column column)
-    {
-        var read = LabelColumnReader.Create(row, column);
-        return () => read() is long v ? checked((int)v) : -1;
-    }
 
     private sealed class Cursor : DataViewRowCursor
     {
         private readonly GeneratedImagesDataView parent;
         private readonly DataViewRowCursor inner;
         private readonly HashSet<int> active;
-        private readonly byte[][]? images;
+        private DataViewRowCursor? lookahead;
+        private Func<(long Seed, int Label)>? readLookahead;
+        private byte[][] batch = Array.Empty<byte[]>();
+        private long batchStart = -1;
 
-        public Cursor(GeneratedImagesDataView parent, DataViewRowCursor inner, HashSet<int> active, byte[][]? images)
+        public Cursor(GeneratedImagesDataView parent, DataViewRowCursor inner, HashSet<int> active)
         {
             this.parent = parent;
             this.inner = inner;
             this.active = active;
-            this.images = images;
         }
 
         public override DataViewSchema Schema => parent.Schema;
@@ -174,41 +83,78 @@ internal sealed class GeneratedImagesDataView : IDataView
                 throw new InvalidOperationException($"Column '{column.Name}' was not requested when this cursor was made.");
             }
 
-            if (column.Index < parent.ImageIndex)
-            {
-                return inner.GetGetter<TValue>(parent.input.Schema[column.Index]);
-            }
-
-            var model = parent.sampler.Model;
-            if (column.Index == parent.ImageIndex)
-            {
-                ValueGetter<MLImage> image = (ref MLImage value) =>
-                    value = PixelLayout.ToMLImage(images![inner.Position], model.Channels, model.ImageHeight, model.ImageWidth);
-                return image as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' holds MLImage values, not {typeof(TValue).Name}.");
-            }
-
-            ValueGetter<VBuffer<float>> pixels = (ref VBuffer<float> value) =>
-            {
-                byte[] source = images![inner.Position];
-                var editor = VBufferEditor.Create(ref value, source.Length);
-                for (int i = 0; i < source.Length; i++)
-                {
-                    editor.Values[i] = source[i];
-                }
-
-                value = editor.Commit();
-            };
-            return pixels as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' holds VBuffer<Single> values, not {typeof(TValue).Name}.");
+            var binding = parent.binding;
+            return binding.IsGenerated(column.Index)
+                ? binding.MakeGetter<TValue>(column, Current)
+                : inner.GetGetter<TValue>(parent.input.Schema[column.Index]);
         }
 
         protected override void Dispose(bool disposing)
         {
             if (disposing)
             {
+                lookahead?.Dispose();
                 inner.Dispose();
             }
 
             base.Dispose(disposing);
+        }
+
+        /// <summary>The current row's pixels, generating the batch that starts at this row if it is not in the current one.</summary>
+        private byte[] Current()
+        {
+            long position = inner.Position;
+            if (position < 0)
+            {
+                throw new InvalidOperationException("The cursor is not on a row: call MoveNext first.");
+            }
+
+            if (position < batchStart || position >= batchStart + batch.Length)
+            {
+                Generate(position);
+            }
+
+            return batch[position - batchStart];
+        }
+
+        private void Generate(long position)
+        {
+            var binding = parent.binding;
+            if (lookahead is null)
+            {
+                lookahead = parent.input.GetRowCursor(binding.InputColumns);
+                readLookahead = binding.CreateReader(lookahead);
+            }
+
+            // The second cursor only ever moves forward, as this one does; it may stand on the last row of the previous batch.
+            while (lookahead.Position < position)
+            {
+                if (!lookahead.MoveNext())
+                {
+                    throw new InvalidOperationException(
+                        $"The input data view gave a second cursor fewer rows than the first (row {position} is missing); generated images need an input that gives every cursor the same rows in the same order.");
+                }
+            }
+
+            if (lookahead.Position != position)
+            {
+                throw new InvalidOperationException($"The input data view's second cursor skipped row {position}; generated images need an input that gives every cursor the same rows in the same order.");
+            }
+
+            int rows = binding.RowsPerBatch;
+            var seeds = new List<long>(rows);
+            var labels = new List<int>(rows);
+            do
+            {
+                var (seed, label) = readLookahead!();
+                seeds.Add(seed);
+                labels.Add(label);
+            }
+            while (seeds.Count < rows && lookahead.MoveNext());
+
+            batch = Array.Empty<byte[]>(); // the previous batch can be collected while this one is generated
+            batch = binding.Generate(seeds, labels);
+            batchStart = position;
         }
     }
 }
