@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 
 namespace Microsoft.ML.Diffusion;
 
@@ -8,11 +9,23 @@ public sealed class DiffusionSamplerOptions
     /// <summary>Gets or sets the reverse process. Default <see cref="SamplingMethod.Ddim"/>.</summary>
     public SamplingMethod Method { get; set; } = SamplingMethod.Ddim;
 
-    /// <summary>Gets or sets the number of DDIM steps (ignored by DDPM, which uses all T). Default 50.</summary>
+    /// <summary>
+    /// Gets or sets the name of a sampler registered with <see cref="SamplerRegistry"/>, or null (default) to use
+    /// <see cref="Method"/>. Stored in model files by name, with these settings.
+    /// </summary>
+    public string? SamplerName { get; set; }
+
+    /// <summary>Gets or sets the number of steps (network evaluations) of DDIM, DPM-Solver++ and Euler-ancestral; DDPM uses all T. Default 50.</summary>
     public int Steps { get; set; } = 50;
 
-    /// <summary>Gets or sets DDIM's η ∈ [0, 1] (0 = deterministic). Default 0.</summary>
+    /// <summary>
+    /// Gets or sets η ∈ [0, 1]: DDIM's fresh noise per step (0 = deterministic); Euler-ancestral's noise scale, where 0
+    /// (the default) means 1 (for the plain Euler method use <see cref="EulerAncestralSampler"/> with η = 0). Default 0.
+    /// </summary>
     public double Eta { get; set; }
+
+    /// <summary>Gets or sets how DPM-Solver++ and Euler-ancestral space their timesteps. Default <see cref="TimestepSpacing.Uniform"/>.</summary>
+    public TimestepSpacing Spacing { get; set; } = TimestepSpacing.Uniform;
 
     /// <summary>Gets or sets the classifier-free guidance scale for class-conditional models (1 = none). Default 1.</summary>
     public double GuidanceScale { get; set; } = 1.0;
@@ -58,6 +71,16 @@ public sealed class DiffusionSamplerOptions
             throw new ArgumentOutOfRangeException(nameof(Method), Method, "Unknown sampling method.");
         }
 
+        if (SamplerName is string name && !SamplerRegistry.Names.Contains(name, StringComparer.OrdinalIgnoreCase))
+        {
+            throw new ArgumentOutOfRangeException(nameof(SamplerName), name, $"No sampler is registered as '{name}'; known: {string.Join(", ", SamplerRegistry.Names)}.");
+        }
+
+        if (!Enum.IsDefined(Spacing))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Spacing), Spacing, "Unknown timestep spacing.");
+        }
+
         if (Steps < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(Steps), Steps, "DiffusionSamplerOptions.Steps must be at least 1.");
@@ -89,7 +112,7 @@ public sealed class DiffusionSamplerOptions
     public TimestepSampler CreateSampler()
     {
         Validate();
-        TimestepSampler sampler = Method == SamplingMethod.Ddpm ? new DdpmSampler() : new DdimSampler { Steps = Steps, Eta = Eta };
+        TimestepSampler sampler = SamplerName is string name ? SamplerRegistry.Create(name, this) : SamplerRegistry.Create(Method, this);
         sampler.ClipDenoised = ClipDenoised;
         sampler.GuidanceScale = GuidanceScale;
         sampler.MicroBatchSize = MicroBatchSize;

@@ -267,8 +267,10 @@ public sealed class NoiseSchedule
 
     /// <summary>
     /// Timesteps spaced as Karras et al. 2022 (eq. 5) space noise levels: σ_i = (σ_max^(1/ρ) + i/(K − 1)·(σ_min^(1/ρ) −
-    /// σ_max^(1/ρ)))^ρ with σ_t = √((1 − ᾱ_t)/ᾱ_t), each mapped to the timestep of the nearest log σ, duplicates removed
-    /// (so a short schedule may give fewer than K). Increasing order; always includes 0 and T − 1.
+    /// σ_max^(1/ρ)))^ρ with σ_t = √((1 − ᾱ_t)/ᾱ_t), σ_min = σ_0 and σ_max = min(σ_{T−1}, 80) (the paper's largest level;
+    /// schedules whose last β is clipped reach far larger σ, where all levels would crowd into the last few steps), each
+    /// mapped to the timestep of the nearest log σ. T − 1 is always the first step; duplicates are removed, so a short
+    /// schedule may give fewer than K. Increasing order.
     /// </summary>
     /// <param name="count">K ≥ 2.</param>
     /// <param name="rho">ρ; 7 in the paper.</param>
@@ -285,15 +287,16 @@ public sealed class NoiseSchedule
             throw new ArgumentOutOfRangeException(nameof(rho), rho, "ρ must be positive and finite.");
         }
 
+        const double SigmaMax = 80;
         var logSigma = new double[Timesteps];
         for (int t = 0; t < Timesteps; t++)
         {
             logSigma[t] = 0.5 * Math.Log((1 - AlphasCumprod[t]) / AlphasCumprod[t]);
         }
 
-        double low = Math.Pow(Math.Exp(logSigma[0]), 1 / rho), high = Math.Pow(Math.Exp(logSigma[^1]), 1 / rho);
-        var chosen = new SortedSet<int>();
-        for (int i = 0; i < count; i++)
+        double low = Math.Pow(Math.Exp(logSigma[0]), 1 / rho), high = Math.Pow(Math.Min(Math.Exp(logSigma[^1]), SigmaMax), 1 / rho);
+        var chosen = new SortedSet<int> { Timesteps - 1 };
+        for (int i = 1; i < count; i++)
         {
             double target = rho * Math.Log(high + ((double)i / (count - 1) * (low - high)));
             int best = 0;
