@@ -18,6 +18,7 @@ public static class DenoiserKinds
     private static readonly ConcurrentDictionary<string, Type> Kinds = new(StringComparer.Ordinal)
     {
         [UNetOptions.KindName] = typeof(UNetOptions),
+        [DiTOptions.KindName] = typeof(DiTOptions),
     };
 
     /// <summary>Gets the registered kinds.</summary>
