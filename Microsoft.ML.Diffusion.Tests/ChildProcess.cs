@@ -30,7 +30,12 @@ public static class ChildProcess
             return 0;
         }
 
-        Console.Error.WriteLine("usage: load-model FILE SEED...");
+        if (Reliability.ReliabilityCommands.TryRun(args, out int code))
+        {
+            return code;
+        }
+
+        Console.Error.WriteLine("usage: load-model FILE SEED... | " + Reliability.ReliabilityCommands.Usage);
         return 2;
     }
 
