@@ -22,6 +22,10 @@ namespace Microsoft.ML.Diffusion;
 /// [0, 255], planar, as ExtractPixels makes). On the CPU the same seed (and label) gives the same bytes in any batch.</para>
 /// <para>Save it with <c>mlContext.Model.Save</c>; <c>mlContext.Model.Load</c> restores it in any process with no extra
 /// call. ML.NET loads the assemblies a model file names: load only model files you trust.</para>
+/// <para>Thread safety: <see cref="Generate"/>, <see cref="Transform"/> and the cursors of its output may be used from any
+/// number of threads at once on one sampler; each call keeps its own state (noise generators, dispose scopes) and on the
+/// CPU gives the bytes that sequential use gives (tested with 8 threads; see docs/reliability.md). Not thread-safe:
+/// changing <see cref="Options"/> while another thread generates, and <see cref="Dispose"/> while any call runs.</para>
 /// </remarks>
 public sealed class DiffusionSampler : ITransformer, IDisposable
 {
