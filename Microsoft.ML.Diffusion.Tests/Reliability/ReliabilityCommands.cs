@@ -11,11 +11,47 @@ namespace Microsoft.ML.Diffusion.Tests.Reliability;
 /// </summary>
 internal static class ReliabilityCommands
 {
-    public const string Usage = "damage model|checkpoint|idx|all CASES-PER-KIND SEED";
+    public const string Usage = "damage model|checkpoint|idx|all CASES-PER-KIND SEED | train FOLDER STEPS | kill-campaign RUNS KILLS STEPS SEED";
 
     public static bool TryRun(string[] args, out int exitCode)
     {
         exitCode = 0;
+        if (args.Length == 3 && args[0] == "train")
+        {
+            KillAndResume.Train(args[1], int.Parse(args[2], CultureInfo.InvariantCulture));
+            return true;
+        }
+
+        if (args.Length == 5 && args[0] == "kill-campaign")
+        {
+            int runs = int.Parse(args[1], CultureInfo.InvariantCulture);
+            int kills = int.Parse(args[2], CultureInfo.InvariantCulture);
+            int steps = int.Parse(args[3], CultureInfo.InvariantCulture);
+            int firstSeed = int.Parse(args[4], CultureInfo.InvariantCulture);
+            string root = Directory.CreateTempSubdirectory("mldiffusion-kill-").FullName;
+            try
+            {
+                string expected = KillAndResume.Uninterrupted(Path.Combine(root, "straight"), steps);
+                var total = new KillReport();
+                for (int run = 0; run < runs; run++)
+                {
+                    var report = KillAndResume.Interrupted(Path.Combine(root, $"run{run}"), steps, kills, firstSeed + run);
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"run {run}: {report}; final weights {(report.FinalWeights == expected ? "identical" : "DIFFERENT")}"));
+                    total.Add(report);
+                    exitCode |= report.FinalWeights == expected && report.Problems.Count == 0 ? 0 : 1;
+                    total.Identical += report.FinalWeights == expected ? 1 : 0;
+                }
+
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"total: {total}; runs with weights identical to the uninterrupted run: {total.Identical} of {runs}"));
+            }
+            finally
+            {
+                Directory.Delete(root, recursive: true);
+            }
+
+            return true;
+        }
+
         if (args.Length != 4 || args[0] != "damage")
         {
             return false;

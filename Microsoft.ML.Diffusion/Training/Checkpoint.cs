@@ -106,6 +106,15 @@ internal static class Checkpoint
         }
     }
 
+    /// <summary>Checks that a checkpoint is complete and undamaged (its magic, format and SHA-256) without restoring it.</summary>
+    /// <exception cref="InvalidDataException">It is not, with the reason and the file's name.</exception>
+    public static void CheckIntegrity(string path)
+    {
+        using var stream = File.OpenRead(path);
+        using var reader = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        _ = OpenVerified(reader, stream, path);
+    }
+
     /// <summary>Restores a checkpoint into the state's live objects; returns the step it was taken at.</summary>
     /// <exception cref="InvalidDataException">The file is damaged, truncated, of another format or not a checkpoint.</exception>
     /// <exception cref="InvalidOperationException">The checkpoint was written by a run with other settings.</exception>
@@ -115,29 +124,7 @@ internal static class Checkpoint
         try
         {
             using var reader = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-            if (stream.Length < Magic.Length + 4 || System.Text.Encoding.ASCII.GetString(reader.ReadBytes(Magic.Length)) != Magic)
-            {
-                throw new InvalidDataException($"Checkpoint '{path}' is not a Microsoft.ML.Diffusion checkpoint.");
-            }
-
-            int version = reader.ReadInt32();
-            if (version is < 1 or > Version)
-            {
-                throw new InvalidDataException($"Checkpoint '{path}' has format {version}; this version reads formats 1 to {Version}.");
-            }
-
-            long end = stream.Length;
-            if (version >= 2)
-            {
-                end -= HashBytes;
-                if (end < stream.Position + Trailer.Length || !Verify(stream, end))
-                {
-                    throw new InvalidDataException($"Checkpoint '{path}' is damaged or incomplete: its SHA-256 does not match its content.");
-                }
-
-                stream.Position = Magic.Length + 4;
-            }
-
+            long end = OpenVerified(reader, stream, path);
             return ReadBody(reader, stream, end, path, state);
         }
         catch (EndOfStreamException ex)
@@ -148,6 +135,36 @@ internal static class Checkpoint
         {
             throw new InvalidDataException($"Checkpoint '{path}' is damaged: {ex.Message}", ex);
         }
+    }
+
+    // Checks the magic, the format and (format 2) the SHA-256; leaves the stream after the format number and returns where
+    // the content ends.
+    private static long OpenVerified(BinaryReader reader, Stream stream, string path)
+    {
+        if (stream.Length < Magic.Length + 4 || System.Text.Encoding.ASCII.GetString(reader.ReadBytes(Magic.Length)) != Magic)
+        {
+            throw new InvalidDataException($"Checkpoint '{path}' is not a Microsoft.ML.Diffusion checkpoint.");
+        }
+
+        int version = reader.ReadInt32();
+        if (version is < 1 or > Version)
+        {
+            throw new InvalidDataException($"Checkpoint '{path}' has format {version}; this version reads formats 1 to {Version}.");
+        }
+
+        long end = stream.Length;
+        if (version >= 2)
+        {
+            end -= HashBytes;
+            if (end < stream.Position + Trailer.Length || !Verify(stream, end))
+            {
+                throw new InvalidDataException($"Checkpoint '{path}' is damaged or incomplete: its SHA-256 does not match its content.");
+            }
+
+            stream.Position = Magic.Length + 4;
+        }
+
+        return end;
     }
 
     private static int ReadBody(BinaryReader reader, Stream stream, long end, string path, TrainingState state)
