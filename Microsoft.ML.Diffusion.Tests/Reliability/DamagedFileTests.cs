@@ -68,6 +68,30 @@ public sealed class DamagedFileTests
     }
 
     [TestMethod]
+    public void AHostileGeneratorStateIsRefusedInsteadOfEndingTheProcess()
+    {
+        // libtorch's set_state throws a C++ exception that TorchSharp does not catch (found by the long hostile campaign:
+        // "terminate called after throwing an instance of 'c10::Error' … Invalid mt19937 state"). The checkpoint reader checks
+        // the fields libtorch checks; this test would end the test process if it did not.
+        using (var live = new TorchSharp.torch.Generator(42, TorchSharp.torch.CPU))
+        using (var state = live.get_state())
+        using (var global = TorchSharp.torch.get_rng_state())
+        {
+            Assert.IsTrue(Checkpoint.IsValidGeneratorState(state.data<byte>().ToArray()), "a live generator's state");
+            Assert.IsTrue(Checkpoint.IsValidGeneratorState(global.data<byte>().ToArray()), "the global generator's state");
+        }
+
+        using var target = new CheckpointTarget(directory, resealed: true);
+        byte[] body = (byte[])target.Original.Clone();
+        int at = IndexOfGeneratorState(body);
+        BitConverter.GetBytes(0).CopyTo(body, at + 8); // "left" = 0: libtorch would abort
+        File.WriteAllBytes(target.CasePath, target.Finish(body));
+        var ex = Assert.ThrowsExactly<InvalidDataException>(target.Load);
+        StringAssert.Contains(ex.Message, target.CasePath);
+        StringAssert.Contains(ex.Message, "random generator state is invalid");
+    }
+
+    [TestMethod]
     public void TheParameterCountUsedToBoundAllocationsMatchesTheNetwork()
     {
         var shapes = new[]
@@ -179,6 +203,24 @@ public sealed class DamagedFileTests
         var ex = Assert.ThrowsExactly<InvalidDataException>(() => IdxReader.ReadImages(path));
         StringAssert.Contains(ex.Message, path);
         StringAssert.Contains(ex.Message, "declares 4 images");
+    }
+
+    // The first generator state follows the magic, the format, the step, the fingerprint and the EMA update count; its
+    // int32 length prefix is the live state's length.
+    private static int IndexOfGeneratorState(byte[] checkpoint)
+    {
+        using var live = new TorchSharp.torch.Generator(1, TorchSharp.torch.CPU);
+        using var state = live.get_state();
+        byte[] prefix = BitConverter.GetBytes((int)state.numel());
+        for (int i = 12; i < checkpoint.Length - 4; i++)
+        {
+            if (checkpoint.AsSpan(i, 4).SequenceEqual(prefix))
+            {
+                return i + 4;
+            }
+        }
+
+        throw new InvalidOperationException("no generator state found");
     }
 
     [TestMethod]

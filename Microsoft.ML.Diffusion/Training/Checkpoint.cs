@@ -295,7 +295,37 @@ internal static class Checkpoint
             throw new EndOfStreamException();
         }
 
+        if (!IsValidGeneratorState(data))
+        {
+            throw new InvalidDataException($"Checkpoint '{path}' is damaged: a random generator state is invalid.");
+        }
+
         return tensor(data, dtype: ScalarType.Byte).DetachFromDisposeScope();
+    }
+
+    /// <summary>
+    /// Whether libtorch will accept a generator state: its <c>set_state</c> reports a bad one with a C++ exception that
+    /// TorchSharp does not catch, which ends the process, so the fields it checks are checked here first (little-endian).
+    /// CPU (mt19937, libtorch's legacy layout): int32 "left" at byte 8 in [1, 624], int32 "seeded" at 12 non-zero, uint64
+    /// "next" at 16 at most 624. CUDA (Philox, 16 bytes): the int64 offset at byte 8 a multiple of 4.
+    /// </summary>
+    internal static bool IsValidGeneratorState(ReadOnlySpan<byte> state)
+    {
+        const int MersenneStateSize = 624;
+        if (state.Length == 16)
+        {
+            return BitConverter.ToInt64(state[8..]) % 4 == 0;
+        }
+
+        if (state.Length < 24 + (MersenneStateSize * 8))
+        {
+            return false;
+        }
+
+        int left = BitConverter.ToInt32(state[8..]);
+        int seeded = BitConverter.ToInt32(state[12..]);
+        ulong next = BitConverter.ToUInt64(state[16..]);
+        return left is >= 1 and <= MersenneStateSize && seeded != 0 && next <= MersenneStateSize;
     }
 
     /// <summary>Passes writes through to a stream and hashes them.</summary>
