@@ -208,7 +208,9 @@ internal static class DamageCampaign
                         break;
                 }
 
-                yield return new DamageCase(index++, kind, description, bytes, first);
+                // Where the file really changed (two flips of one bit cancel out).
+                int differs = bytes.AsSpan().CommonPrefixLength(original);
+                yield return new DamageCase(index++, kind, description, bytes, Math.Max(first, differs));
             }
         }
     }
