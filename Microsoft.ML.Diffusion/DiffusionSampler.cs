@@ -93,7 +93,7 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
 
     /// <summary>Writes this sampler to an ordinary ML.NET model file (the same as <c>mlContext.Model.Save(sampler, null, path)</c>).</summary>
     /// <param name="mlContext">The ML.NET context.</param>
-    /// <param name="path">The destination; written to a temporary file first, then renamed into place.</param>
+    /// <param name="path">The destination; written to a temporary file first, flushed to the disk, then renamed into place.</param>
     public void Save(MLContext mlContext, string path)
     {
         ArgumentNullException.ThrowIfNull(mlContext);
@@ -102,7 +102,8 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
         string temp = full + ".tmp";
         mlContext.Model.Save(this, null, temp);
-        File.Move(temp, full, overwrite: true);
+        AtomicFile.FlushToDisk(temp);
+        AtomicFile.Replace(temp, full);
     }
 
     /// <summary>Generates <paramref name="count"/> images with seeds derived from the options' seed.</summary>

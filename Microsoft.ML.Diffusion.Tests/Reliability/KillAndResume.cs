@@ -123,7 +123,8 @@ internal static class KillAndResume
                 continue;
             }
 
-            if (k > 0 && resumed != lastCheckpoint)
+            // A child resumes from the newest checkpoint, or starts afresh when the kills came before the first one.
+            if (k > 0 && resumed != (lastCheckpoint > 0 ? lastCheckpoint : null))
             {
                 report.Problems.Add($"child {k} resumed at step {resumed?.ToString(CultureInfo.InvariantCulture) ?? "none"}; the newest checkpoint was {lastCheckpoint}");
             }
