@@ -199,16 +199,7 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
             throw new InvalidDataException($"{source} is missing its '{DiffusionModelFile.WeightsEntryName}' entry.");
         }
 
-        DiffusionModel model;
-        try
-        {
-            model = DiffusionModel.Load(header.Config, weights!);
-        }
-        catch (Exception ex) when (ex is not InvalidDataException)
-        {
-            throw new InvalidDataException($"{source} has weights that do not fit its configuration: {ex.Message}", ex);
-        }
-
+        var model = DiffusionModelFile.CreateModel(header, weights!, source);
         return new DiffusionSampler(env, model, header.Config.Sampling);
     }
 

@@ -247,3 +247,59 @@ internal sealed class IdxTarget : IDamageTarget
     public bool IsUndetectable(DamageCase damage, string digest) =>
         !gzip && damage.Kind != DamageKind.Truncate && damage.FirstChangedOffset >= HeaderBytes && digest.StartsWith("20×8×8|", StringComparison.Ordinal);
 }
+
+/// <summary>
+/// A hostile model stream: the configuration's JSON and the weights are damaged, then written with the library's own
+/// header writer (both SHA-256s recomputed), so that every damaged value reaches the parser, the limits and the network.
+/// Read the way <see cref="DiffusionSampler"/>'s loader reads a stream with inline weights.
+/// </summary>
+internal sealed class HostileModelTarget : IDamageTarget
+{
+    private readonly int jsonLength;
+
+    public HostileModelTarget(string directory)
+    {
+        CasePath = Path.Combine(directory, "hostile-model.bin");
+        using var sampler = TinyModelFile.Sampler(new MLContext(seed: 1), TinyModelFile.Config());
+        byte[] json = System.Text.Encoding.UTF8.GetBytes(DiffusionModelFile.ConfigJson(sampler.Model.Config));
+        jsonLength = json.Length;
+        Original = json.Concat(sampler.Model.SaveWeights()).ToArray();
+        Focus = new[] { (0, jsonLength) };
+    }
+
+    public string Name => "model stream, both SHA-256s recomputed after the damage (hostile)";
+
+    /// <summary>Gets the configuration's UTF-8 JSON followed by the weights; half of the flips and zeroed ranges hit the JSON.</summary>
+    public byte[] Original { get; }
+
+    public string CasePath { get; }
+
+    public (int Start, int Length)[]? Focus { get; }
+
+    public byte[] Finish(byte[] damaged)
+    {
+        int split = Math.Min(jsonLength, damaged.Length);
+        string json = System.Text.Encoding.UTF8.GetString(damaged, 0, split);
+        using var stream = new MemoryStream();
+        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            DiffusionModelFile.WriteHeader(writer, json, damaged[split..], inline: true);
+        }
+
+        return stream.ToArray();
+    }
+
+    public string Load()
+    {
+        string source = $"Model file '{CasePath}'";
+        using var stream = File.OpenRead(CasePath);
+        using var reader = new BinaryReader(stream);
+        var header = DiffusionModelFile.ReadHeader(reader, source);
+        byte[] weights = DiffusionModelFile.ReadWeights(reader, header, source);
+        using var model = DiffusionModelFile.CreateModel(header, weights, source);
+        return DiffusionModelFile.ConfigJson(model.Config) + "|" + Convert.ToHexString(SHA256.HashData(model.SaveWeights()));
+    }
+
+    /// <summary>A hostile file may hold any values that pass every check.</summary>
+    public bool IsUndetectable(DamageCase damage, string digest) => true;
+}

@@ -35,6 +35,14 @@ public sealed class DamagedFileTests
     }
 
     [TestMethod]
+    public void HostileModelStreamsNeverThrowAnythingButInvalidDataException()
+    {
+        var report = DamageCampaign.Run(new HostileModelTarget(directory), perKind: 40, seed: 12);
+        Assert.AreEqual(0, report.Bad, report.Summary());
+        Assert.AreEqual(40, report.Count(DamageKind.Truncate, DamageOutcome.Refused), report.Summary());
+    }
+
+    [TestMethod]
     public void DamagedCheckpointsAreRefusedNamingTheFileAndHostileOnesNeverThrowAnythingElse()
     {
         using (var target = new CheckpointTarget(directory))

@@ -87,6 +87,7 @@ internal static class ReliabilityCommands
         if (which is "model" or "all")
         {
             yield return new ModelFileTarget(directory);
+            yield return new HostileModelTarget(directory);
         }
 
         if (which is "checkpoint" or "all")

@@ -55,9 +55,12 @@ internal static class DiffusionModelFile
         return node.ToJsonString();
     }
 
-    public static void WriteHeader(BinaryWriter writer, DiffusionModelConfig config, byte[] weights, bool inline)
+    public static void WriteHeader(BinaryWriter writer, DiffusionModelConfig config, byte[] weights, bool inline) =>
+        WriteHeader(writer, ConfigJson(config), weights, inline);
+
+    /// <summary>Writes the header around a configuration already in JSON (the hostile-file tests write JSON of their own).</summary>
+    internal static void WriteHeader(BinaryWriter writer, string json, byte[] weights, bool inline)
     {
-        string json = ConfigJson(config);
         writer.Write(FormatVersion);
         writer.Write(json);
         writer.Write(inline ? (byte)1 : (byte)0);
@@ -155,6 +158,19 @@ internal static class DiffusionModelFile
         }
 
         return bytes;
+    }
+
+    /// <summary>Builds the model a checked header and its checked weights describe; any failure names the source.</summary>
+    public static DiffusionModel CreateModel(Header header, byte[] weights, string source)
+    {
+        try
+        {
+            return DiffusionModel.Load(header.Config, weights);
+        }
+        catch (Exception ex) when (ex is not InvalidDataException)
+        {
+            throw new InvalidDataException($"{source} has weights that do not fit its configuration: {ex.Message}", ex);
+        }
     }
 
     private static byte[] ReadExactly(BinaryReader reader, int count)
