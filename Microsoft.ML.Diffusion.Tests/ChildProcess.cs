@@ -37,7 +37,12 @@ public static class ChildProcess
             return DirectTestRunner.Run(args.Skip(1).ToArray(), Console.Out);
         }
 
-        Console.Error.WriteLine("usage: load-model FILE SEED... | run-tests [--category C] [--row R]");
+        if (Reliability.ReliabilityCommands.TryRun(args, out int code))
+        {
+            return code;
+        }
+
+        Console.Error.WriteLine("usage: load-model FILE SEED... | run-tests [--category C] [--row R] | " + Reliability.ReliabilityCommands.Usage);
         return 2;
     }
 

@@ -11,6 +11,12 @@ namespace Microsoft.ML.Diffusion;
 /// A trained diffusion model: its configuration and its network (with the EMA weights), wrapped in a
 /// <see cref="GaussianDiffusion"/>. Self-contained and device-agnostic; owned and disposed by its <see cref="DiffusionSampler"/>.
 /// </summary>
+/// <remarks>
+/// Generating from several threads at once is safe: the network runs in evaluation mode without gradients (libtorch's
+/// gradient mode and TorchSharp's dispose scopes are per thread), only reads its weights, and each call draws its noise
+/// from its own per-image generators. Training, moving the model to another device and <see cref="Dispose"/> are not
+/// thread-safe and must not overlap with generation.
+/// </remarks>
 public sealed class DiffusionModel : IDisposable
 {
     internal DiffusionModel(DiffusionModelConfig config, GaussianDiffusion diffusion)

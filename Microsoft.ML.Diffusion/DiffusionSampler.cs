@@ -27,6 +27,10 @@ namespace Microsoft.ML.Diffusion;
 /// disposing the engine disposes the sampler; pass <c>new PredictionEngineOptions { OwnsTransformer = false }</c> to keep it.</para>
 /// <para>Save it with <c>mlContext.Model.Save</c>; <c>mlContext.Model.Load</c> restores it in any process with no extra
 /// call. ML.NET loads the assemblies a model file names: load only model files you trust.</para>
+/// <para>Thread safety: <see cref="Generate"/>, <see cref="Transform"/> and the cursors of its output may be used from any
+/// number of threads at once on one sampler; each call keeps its own state (noise generators, dispose scopes) and on the
+/// CPU gives the bytes that sequential use gives (tested with 8 threads; see docs/reliability.md). Not thread-safe:
+/// changing <see cref="Options"/> while another thread generates, and <see cref="Dispose"/> while any call runs.</para>
 /// </remarks>
 public sealed class DiffusionSampler : ITransformer, IDisposable
 {
@@ -94,7 +98,7 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
 
     /// <summary>Writes this sampler to an ordinary ML.NET model file (the same as <c>mlContext.Model.Save(sampler, null, path)</c>).</summary>
     /// <param name="mlContext">The ML.NET context.</param>
-    /// <param name="path">The destination; written to a temporary file first, then renamed into place.</param>
+    /// <param name="path">The destination; written to a temporary file first, flushed to the disk, then renamed into place.</param>
     public void Save(MLContext mlContext, string path)
     {
         ArgumentNullException.ThrowIfNull(mlContext);
@@ -103,7 +107,8 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
         string temp = full + ".tmp";
         mlContext.Model.Save(this, null, temp);
-        File.Move(temp, full, overwrite: true);
+        AtomicFile.FlushToDisk(temp);
+        AtomicFile.Replace(temp, full);
     }
 
     /// <summary>Generates <paramref name="count"/> images with seeds derived from the options' seed.</summary>
@@ -226,16 +231,7 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
             throw new InvalidDataException($"{source} is missing its '{DiffusionModelFile.WeightsEntryName}' entry.");
         }
 
-        DiffusionModel model;
-        try
-        {
-            model = DiffusionModel.Load(header.Config, weights!);
-        }
-        catch (Exception ex) when (ex is not InvalidDataException)
-        {
-            throw new InvalidDataException($"{source} has weights that do not fit its configuration: {ex.Message}", ex);
-        }
-
+        var model = DiffusionModelFile.CreateModel(header, weights!, source);
         return new DiffusionSampler(env, model, header.Config.Sampling);
     }
 

@@ -118,7 +118,7 @@ public sealed class PersistenceTests
             for (int prefix = 1; prefix <= 3; prefix++)
             {
                 int at = json - prefix - 4;
-                if (BitConverter.ToInt32(bytes, at) == 1)
+                if (BitConverter.ToInt32(bytes, at) == Persistence.DiffusionModelFile.FormatVersion)
                 {
                     BitConverter.GetBytes(7).CopyTo(bytes, at);
                     return;

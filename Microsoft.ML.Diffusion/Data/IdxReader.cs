@@ -19,10 +19,10 @@ public static class IdxReader
     /// <summary>Reads an IDX image file: N images of rows × columns unsigned bytes.</summary>
     /// <param name="path">The file (".gz" or raw; gzip is detected from its first bytes).</param>
     /// <returns>The images, row-major, and their size.</returns>
-    /// <exception cref="InvalidDataException">Bad magic number, dimensions or a truncated file; the message names the file.</exception>
+    /// <exception cref="InvalidDataException">Bad magic number, dimensions, a truncated file or bytes after the last image; the message names the file.</exception>
     public static IdxImages ReadImages(string path)
     {
-        byte[] data = ReadAllDecompressed(path);
+        byte[] data = ReadAllDecompressed(path, 16, header => 16 + ((long)Math.Max(0, BigEndian(header, 4, path)) * Math.Max(0, BigEndian(header, 8, path)) * Math.Max(0, BigEndian(header, 12, path))));
         int magic = BigEndian(data, 0, path);
         if (magic != ImagesMagic)
         {
@@ -41,16 +41,22 @@ public static class IdxReader
             throw new InvalidDataException($"'{path}' is truncated: {count} images of {rows}×{columns} need {expected} bytes; the file has {data.Length}.");
         }
 
+        if (data.Length > expected)
+        {
+            // IDX files end with their last image: extra bytes mean a damaged count or size (which would load a part silently).
+            throw new InvalidDataException($"'{path}' is damaged: it declares {count} images of {rows}×{columns} ({expected} bytes) but goes on after them.");
+        }
+
         return new IdxImages(data.AsMemory(16, count * rows * columns), count, rows, columns);
     }
 
     /// <summary>Reads an IDX label file: N unsigned bytes.</summary>
     /// <param name="path">The file (".gz" or raw).</param>
     /// <returns>The labels.</returns>
-    /// <exception cref="InvalidDataException">Bad magic number or a truncated file; the message names the file.</exception>
+    /// <exception cref="InvalidDataException">Bad magic number, a truncated file or bytes after the last label; the message names the file.</exception>
     public static byte[] ReadLabels(string path)
     {
-        byte[] data = ReadAllDecompressed(path);
+        byte[] data = ReadAllDecompressed(path, 8, header => 8L + Math.Max(0, BigEndian(header, 4, path)));
         int magic = BigEndian(data, 0, path);
         if (magic != LabelsMagic)
         {
@@ -61,6 +67,11 @@ public static class IdxReader
         if (count < 0 || data.Length < 8L + count)
         {
             throw new InvalidDataException($"'{path}' is truncated: {count} labels need {8L + count} bytes; the file has {data.Length}.");
+        }
+
+        if (data.Length > 8L + count)
+        {
+            throw new InvalidDataException($"'{path}' is damaged: it declares {count} labels ({8L + count} bytes) but goes on after them.");
         }
 
         return data.AsSpan(8, count).ToArray();
@@ -105,7 +116,9 @@ public static class IdxReader
         return mlContext.Data.LoadFromEnumerable(rows, schema);
     }
 
-    private static byte[] ReadAllDecompressed(string path)
+    // Gzip is decompressed only as far as the header says the file goes (plus one byte, to detect extra data), so that a
+    // damaged or hostile archive cannot make it allocate more than its declared images.
+    private static byte[] ReadAllDecompressed(string path, int headerBytes, Func<byte[], long> declaredLength)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path))
@@ -123,7 +136,25 @@ public static class IdxReader
         {
             using var gzip = new GZipStream(new MemoryStream(raw), CompressionMode.Decompress);
             using var output = new MemoryStream();
-            gzip.CopyTo(output);
+            byte[] buffer = new byte[1 << 16];
+            long limit = headerBytes;
+            bool headerSeen = false;
+            int read;
+            while ((read = gzip.Read(buffer, 0, (int)Math.Min(buffer.Length, limit + 1 - output.Length))) > 0)
+            {
+                output.Write(buffer, 0, read);
+                if (!headerSeen && output.Length >= headerBytes)
+                {
+                    headerSeen = true;
+                    limit = Math.Min(Math.Max(headerBytes, declaredLength(output.GetBuffer())), Array.MaxLength - 1);
+                }
+
+                if (output.Length > limit)
+                {
+                    break;
+                }
+            }
+
             return output.ToArray();
         }
         catch (InvalidDataException ex)

@@ -38,4 +38,11 @@ public abstract class DenoiserOptions
 
     /// <summary>Throws a clear exception for an invalid combination.</summary>
     public abstract void Validate();
+
+    /// <summary>
+    /// The number of parameters the network will have, computed without building it, or null when the kind cannot say.
+    /// Model files are checked against it before anything is allocated.
+    /// </summary>
+    /// <returns>The count, or null.</returns>
+    public virtual long? CountParameters() => null;
 }

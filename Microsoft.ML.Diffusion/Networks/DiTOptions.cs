@@ -41,6 +41,9 @@ public sealed class DiTOptions : DenoiserOptions
     /// <inheritdoc/>
     public override Denoiser CreateDenoiser() => new DiT(this);
 
+    /// <inheritdoc/>
+    public override long? CountParameters() => Persistence.ModelLimits.DiTParameterCount(this);
+
     /// <summary>Returns a copy.</summary>
     /// <returns>The copy.</returns>
     public override DiTOptions Clone() => new()

@@ -40,6 +40,9 @@ public sealed class UNetOptions : DenoiserOptions
     /// <inheritdoc/>
     public override Denoiser CreateDenoiser() => new UNet(this);
 
+    /// <inheritdoc/>
+    public override long? CountParameters() => Persistence.ModelLimits.UNetParameterCount(this);
+
     /// <summary>Returns a deep copy.</summary>
     /// <returns>The copy.</returns>
     public override UNetOptions Clone() => new()
