@@ -24,6 +24,14 @@ public sealed class TrainerOptionsTests
         nameof(DiffusionTrainerOptions.CheckpointEvery), nameof(DiffusionTrainerOptions.Resume),
     };
 
+    private IDisposable? oneThread;
+
+    [TestInitialize]
+    public void OneThread() => oneThread = TinyModels.OneThread();
+
+    [TestCleanup]
+    public void RestoreThreads() => oneThread?.Dispose();
+
     private static PropertyInfo[] Settable<T>() => typeof(T).GetProperties(BindingFlags.Public | BindingFlags.Instance)
         .Where(p => p.SetMethod is { IsPublic: true }).ToArray();
 

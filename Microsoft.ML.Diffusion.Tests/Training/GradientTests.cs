@@ -17,6 +17,14 @@ public sealed class GradientTests
     private const int Seed = 17;
     private const int Timesteps = 20;
 
+    private IDisposable? oneThread;
+
+    [TestInitialize]
+    public void OneThread() => oneThread = TinyModels.OneThread();
+
+    [TestCleanup]
+    public void RestoreThreads() => oneThread?.Dispose();
+
     [TestMethod]
     public void TheLoopsGradientIsThatOfTheBatchMeanLoss()
     {

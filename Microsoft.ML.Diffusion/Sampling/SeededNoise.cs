@@ -19,11 +19,18 @@ internal sealed class SeededNoise : IDisposable
 
     public SeededNoise(IReadOnlyList<long> seeds, long[] shape, Device device, ScalarType dtype)
     {
-        generators = seeds.Select(s => new Generator(unchecked((ulong)s), CPU)).ToArray();
+        generators = seeds.Select(s => new Generator(GeneratorSeed(s), CPU)).ToArray();
         this.shape = shape;
         this.device = device;
         this.dtype = dtype;
     }
+
+    /// <summary>
+    /// The seed given to libtorch's CPU generator, whose mt19937 keeps only the low 32 bits of its seed: the high half is
+    /// folded in (seeds in [0, 2³²) are used as they are), so that seeds differing only in their high bits give different
+    /// images.
+    /// </summary>
+    internal static ulong GeneratorSeed(long seed) => unchecked((uint)seed + (0x9E3779B9u * (uint)((ulong)seed >> 32)));
 
     /// <summary>Draws N×shape standard normal noise, row i from generator i.</summary>
     public Tensor Next()
