@@ -8,7 +8,7 @@ internal static class ClosedForms
 {
     private static readonly double Ln2 = Math.Log(2);
 
-    /// <summary>β rising from 0.02 to 0.2 over 10 steps: ᾱ_T ≈ 0.32, far enough from 0 for the prior term to be large.</summary>
+    /// <summary>β rising from 0.02 to 0.2 over 10 steps: ᾱ_T ≈ 0.31, far enough from 0 for the prior term to be large.</summary>
     public static double[] ModerateBetas => Enumerable.Range(0, 10).Select(i => 0.02 + (0.02 * i)).ToArray();
 
     /// <summary>

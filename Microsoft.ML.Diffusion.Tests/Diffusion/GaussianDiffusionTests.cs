@@ -163,7 +163,7 @@ public sealed class GaussianDiffusionTests
     public void TheBoundOfAModelPredictingZeroHasItsClosedForm()
     {
         // x₀-prediction from a network whose every weight is 0: x̂₀ = 0 at every step, so each KL term and the prior term
-        // have closed forms (ClosedForms); the schedule keeps ᾱ_T ≈ 0.32 so that the prior is far from 0.
+        // have closed forms (ClosedForms); the schedule keeps ᾱ_T ≈ 0.31 so that the prior is far from 0.
         manual_seed(1);
         using var d = new GaussianDiffusion(new UNet(TinyModels.Options()), NoiseSchedule.Custom(ClosedForms.ModerateBetas), 8, 8, PredictionTarget.Start);
         using (no_grad())
@@ -186,7 +186,7 @@ public sealed class GaussianDiffusionTests
         {
             float[] pixels = images[i].flatten().data<float>().ToArray();
             Assert.AreEqual(ClosedForms.Prior(d.Schedule, pixels), prior[i], 1e-5, $"prior of image {i}");
-            Assert.IsTrue(prior[i] > 0.1, "a prior term far from 0");
+            Assert.IsTrue(prior[i] > 0.05, $"a prior term far from 0: {prior[i]}");
             for (int t = 1; t < 10; t++)
             {
                 double expected = ClosedForms.KlOfZeroStartPrediction(d.Schedule, t, pixels);

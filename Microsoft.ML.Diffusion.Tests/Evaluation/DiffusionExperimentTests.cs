@@ -88,6 +88,22 @@ public sealed class DiffusionExperimentTests
     }
 
     [TestMethod]
+    public void ABudgetUsedUpByTheFirstTrialEndsTheExperimentWithIt()
+    {
+        var settings = Settings();
+        settings.Trials = 3;
+        settings.MaxTime = TimeSpan.FromMilliseconds(1); // the first trial always runs; the others find the budget spent
+        var context = new MLContext(seed: 1);
+        var messages = new List<string>();
+        context.Log += (_, e) => { lock (messages) { messages.Add(e.Message); } };
+        using var result = context.Generative().CreateDiffusionExperiment(settings).Run(MLNetTestData.Patterns(context, copies: 8));
+        Assert.HasCount(1, result.Trials);
+        Assert.AreEqual(0, result.Best.Id);
+        Assert.AreEqual(4, result.BestSampler.Model.TrainedSteps);
+        Assert.IsTrue(messages.Any(m => m.Contains("trial 1 is not trained", StringComparison.Ordinal)), string.Join("\n", messages));
+    }
+
+    [TestMethod]
     public void BitsPerDimCanRankTrialsAndBadSettingsAreRefused()
     {
         var settings = Settings();

@@ -59,7 +59,7 @@ public sealed class LikelihoodAndQualityTests
     [TestMethod]
     public void TheEvaluatorsPartsMatchTheClosedFormOfAModelPredictingZero()
     {
-        // A fitted x₀-prediction model with every weight set to 0 (x̂₀ = 0) on a schedule with ᾱ_T ≈ 0.32: the prior and each
+        // A fitted x₀-prediction model with every weight set to 0 (x̂₀ = 0) on a schedule with ᾱ_T ≈ 0.31: the prior and each
         // KL term have closed forms (ClosedForms), and the evaluator's parts must add up to its total.
         var options = MLNetTestData.Options(steps: 0);
         options.Objective = PredictionTarget.Start;

@@ -33,11 +33,12 @@ public sealed class FitLearningTests
     {
         using var oneThread = TinyModels.OneThread();
         var context = new MLContext(seed: 1);
-        var options = MLNetTestData.Options(steps: 200);
+        var options = MLNetTestData.Options(steps: 300);
         options.LabelColumnName = nameof(PixelRow.Label);
+        options.Timesteps = 50;
         options.BatchSize = 16;
         options.LearningRate = 3e-3;
-        options.Sampling = new DiffusionSamplerOptions { Steps = 20 };
+        options.Sampling = new DiffusionSamplerOptions { Method = SamplingMethod.Ddpm };
         Assert.IsNull(options.WarmupSteps, "the default warm-up");
         Assert.AreEqual(new DiffusionTrainerOptions().GradientClip, options.GradientClip, "the default clipping");
         Assert.AreEqual(new DiffusionTrainerOptions().EmaDecay, options.EmaDecay, "the default EMA");
@@ -75,7 +76,7 @@ public sealed class FitLearningTests
     public void TheDefaultFitPathLearnsBothPatterns()
     {
         using var patterns = TinyModels.Patterns();
-        using var images = ToTensor(sampler.Generate(Samples, new DiffusionSamplerOptions { Steps = 20, Seed = 7 }));
+        using var images = ToTensor(sampler.Generate(Samples, new DiffusionSamplerOptions { Method = SamplingMethod.Ddpm, Seed = 7 }));
         var coverage = PatternCoverage.Of(images, patterns);
         Assert.IsTrue(coverage.Close >= 24, $"unconditional samples: only {coverage}");
         Assert.IsTrue(coverage.PerPattern.All(n => n >= 6), $"a pattern is missing or rare: {coverage}");

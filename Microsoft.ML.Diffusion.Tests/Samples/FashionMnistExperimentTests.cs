@@ -13,6 +13,8 @@ public sealed class FashionMnistExperimentTests
     [TestMethod]
     public void TheJobsExperimentSearchesThenTrainsTheBestConfiguration()
     {
+        // One thread: on a busy machine the two-thread kernels of this 28×28 U-Net wait for each other (20 minutes measured).
+        using var oneThread = TinyModels.OneThread();
         string output = Directory.CreateTempSubdirectory("mldiffusion-experiment-job-").FullName;
         try
         {

@@ -213,7 +213,8 @@ public sealed class DiffusionExperiment
                         $"Round {round}, trial {id} ({description}), {steps} steps: {settings.Metric} = {metric:G5} ({trialClock.Elapsed.TotalSeconds:F0} s)"));
                 }
 
-                var ranked = candidates.Where(c => finished[c.Id].Round == round).OrderBy(c => finished[c.Id].Metric).ToList();
+                // Trials the time budget skipped in this round are not ranked (and never had a first round if this is it).
+                var ranked = candidates.Where(c => finished.TryGetValue(c.Id, out var trial) && trial.Round == round).OrderBy(c => finished[c.Id].Metric).ToList();
                 int keep = ranked.Count / settings.ReductionFactor;
                 if (keep < 1 || (settings.MaxTime is TimeSpan limit && clock.Elapsed >= limit))
                 {
