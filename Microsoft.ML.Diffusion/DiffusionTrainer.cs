@@ -33,8 +33,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(options);
         host = env.Register(nameof(DiffusionTrainer));
-        this.options = options;
         options.Validate();
+        this.options = options.Clone();
     }
 
     /// <summary>Trains on the data. Validates the columns first; fails with an exception naming the column and what it expected.</summary>
@@ -79,7 +79,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
             Sampling = options.Sampling.Clone(),
         };
 
-        long seed = options.Seed ?? Random.Shared.Next();
+        // Without a seed, the host's random source (seeded from the MLContext's seed) picks one, as ML.NET's trainers do.
+        long seed = options.Seed ?? host.Rand.Next();
         torch.manual_seed(seed);
         var diffusion = DiffusionModel.BuildDiffusion(config);
         try
@@ -138,9 +139,14 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
         return new SchemaShape(columns);
     }
 
-    // What must not change between a checkpoint and the run that resumes from it.
-    private string Fingerprint(DiffusionModelConfig config, long rows) => FormattableString.Invariant(
-        $"{DiffusionModelFile.ConfigJson(config, forFingerprint: true)}|batch {options.BatchSize}×{options.GradientAccumulationSteps}|rows {rows}|flip {options.RandomHorizontalFlip}|dropout {options.ConditionDropout}|ema {options.EmaDecay > 0}");
+    // What must not change between a checkpoint and the run that resumes from it. Chunks draw their own timesteps and noise,
+    // so the micro-batch size is part of it whenever it splits the batch (a size that does not split it changes nothing).
+    private string Fingerprint(DiffusionModelConfig config, long rows)
+    {
+        string chunks = options.MicroBatchSize is int m && m < options.BatchSize ? FormattableString.Invariant($"|chunks of {m}") : string.Empty;
+        return FormattableString.Invariant(
+            $"{DiffusionModelFile.ConfigJson(config, forFingerprint: true)}|batch {options.BatchSize}×{options.GradientAccumulationSteps}{chunks}|rows {rows}|flip {options.RandomHorizontalFlip}|dropout {options.ConditionDropout}|ema {options.EmaDecay > 0}");
+    }
 
     private static SchemaShape.Column? Find(SchemaShape shape, string name)
     {

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Threading;
 
 namespace Microsoft.ML.Diffusion;
@@ -75,9 +76,11 @@ public sealed class DiffusionTrainerOptions
 
     /// <summary>
     /// Gets or sets the number of images the network processes at once within a batch, or null for the whole batch. The
-    /// gradient is the same (the batch's mean loss); only the memory schedule changes. On the CPU, batches whose
-    /// activations exceed glibc's 32 MB mmap threshold are slower per image than smaller chunks (measured in
-    /// docs/performance.md), so splitting large batches pays.
+    /// gradient is still that of the batch's mean loss (each chunk weighted by its share of the batch), so only the memory
+    /// schedule changes; it equals the unchunked gradient up to rounding for the same timesteps and noise, but each chunk
+    /// draws its own timesteps and noise, so a run with chunks follows a different random stream from the same run without
+    /// (and resuming a checkpoint needs the same value). On the CPU, batches whose activations exceed glibc's 32 MB mmap
+    /// threshold are slower per image than smaller chunks (measured in docs/performance.md), so splitting large batches pays.
     /// </summary>
     public int? MicroBatchSize { get; set; }
 
@@ -93,7 +96,10 @@ public sealed class DiffusionTrainerOptions
     /// <summary>Gets or sets the device: "cpu", "cuda" or "cuda:N". Default "cpu".</summary>
     public string Device { get; set; } = "cpu";
 
-    /// <summary>Gets or sets the seed of initialisation, data order and noise; null picks one at random.</summary>
+    /// <summary>
+    /// Gets or sets the seed of initialisation, data order and noise; null takes one from the <see cref="MLContext"/>'s
+    /// random source (as ML.NET's trainers do), so <c>new MLContext(seed: 1)</c> makes training repeatable.
+    /// </summary>
     public int? Seed { get; set; }
 
     /// <summary>Gets or sets how often (in steps) progress is reported. Default 50.</summary>
@@ -164,6 +170,20 @@ public sealed class DiffusionTrainerOptions
         Resume = Resume,
         CancellationToken = CancellationToken,
     };
+
+    /// <summary>
+    /// Returns a deep copy: every setting, with its own <see cref="Network"/>, <see cref="Sampling"/> and
+    /// <see cref="CustomBetas"/>; the <see cref="CancellationToken"/> and the <see cref="Progress"/> receiver are shared.
+    /// </summary>
+    /// <returns>The copy.</returns>
+    public DiffusionTrainerOptions Clone()
+    {
+        var copy = (DiffusionTrainerOptions)MemberwiseClone();
+        copy.Network = Network?.Clone()!;
+        copy.Sampling = Sampling?.Clone()!;
+        copy.CustomBetas = CustomBetas?.ToArray();
+        return copy;
+    }
 
     /// <summary>Throws a clear exception for an invalid value.</summary>
     public void Validate()

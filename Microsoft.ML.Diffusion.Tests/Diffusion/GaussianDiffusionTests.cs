@@ -10,11 +10,29 @@ namespace Microsoft.ML.Diffusion.Tests.Diffusion;
 public sealed class GaussianDiffusionTests
 {
     [TestMethod]
-    public void BuildingAModelTunesTheNativeAllocatorOnLinuxOnly()
+    public void BuildingAModelMakesGlibcServeLargeBlocksFromTheHeap()
     {
+        if (!OperatingSystem.IsLinux())
+        {
+            Assert.Inconclusive("The allocator tuning applies to glibc on Linux only.");
+        }
+
+        if (Environment.GetEnvironmentVariable("MLDIFFUSION_TUNE_ALLOCATOR") == "0")
+        {
+            Assert.Inconclusive("MLDIFFUSION_TUNE_ALLOCATOR=0 turns the tuning off in this process.");
+        }
+
         using var d = TinyModels.Diffusion(timesteps: 10);
-        Assert.IsTrue(DiffusionRuntime.TuneNativeAllocator);
-        Assert.AreEqual(OperatingSystem.IsLinux(), DiffusionRuntime.IsNativeAllocatorTuned);
+        Assert.IsTrue(DiffusionRuntime.IsNativeAllocatorTuned);
+        // The effect, not the flag: glibc maps any block above its largest dynamic mmap threshold (32 MiB) with a fresh mmap
+        // unless M_MMAP_MAX is 0. mallinfo2's hblks counts the mapped blocks of the whole process.
+        var before = Glibc.mallinfo2();
+        IntPtr block = Glibc.malloc((nuint)(40 << 20));
+        Assert.AreNotEqual(IntPtr.Zero, block);
+        var during = Glibc.mallinfo2();
+        Glibc.free(block);
+        Assert.AreEqual(before.hblks, during.hblks, "a 40 MiB block was mapped on its own, so M_MMAP_MAX = 0 is not in force");
+        Assert.IsTrue(during.uordblks >= before.uordblks + (39u << 20), $"the heap's bytes in use grew by {((long)during.uordblks - (long)before.uordblks) >> 20} MiB, not by the block");
     }
 
     [TestMethod]
@@ -31,6 +49,15 @@ public sealed class GaussianDiffusionTests
         Assert.IsTrue(allclose(d.PredictNoiseFromStart(xt, t, x0), eps, rtol: 0, atol: 1e-6));
         var v = d.PredictVelocity(x0, t, eps);
         Assert.IsTrue(allclose(d.PredictStartFromVelocity(xt, t, v), x0, rtol: 0, atol: 1e-9));
+
+        // Against the formulas, with ᾱ from the schedule on the host: x_t = √ᾱ x₀ + √(1 − ᾱ) ε, v = √ᾱ ε − √(1 − ᾱ) x₀.
+        long[] steps = t.data<long>().ToArray();
+        for (int i = 0; i < steps.Length; i++)
+        {
+            double a = d.Schedule.AlphasCumprod[(int)steps[i]];
+            Assert.IsTrue(allclose(xt[i], (Math.Sqrt(a) * x0[i]) + (Math.Sqrt(1 - a) * eps[i]), rtol: 0, atol: 1e-12), $"x_t at t = {steps[i]}");
+            Assert.IsTrue(allclose(v[i], (Math.Sqrt(a) * eps[i]) - (Math.Sqrt(1 - a) * x0[i]), rtol: 0, atol: 1e-12), $"v at t = {steps[i]}");
+        }
     }
 
     [TestMethod]
@@ -133,26 +160,68 @@ public sealed class GaussianDiffusionTests
     }
 
     [TestMethod]
-    public void BoundTermsSumToTheTotalAndUseTheDecoderAtTheFirstStep()
+    public void TheBoundOfAModelPredictingZeroHasItsClosedForm()
     {
-        using var d = TinyModels.Diffusion(timesteps: 12);
+        // x₀-prediction from a network whose every weight is 0: x̂₀ = 0 at every step, so each KL term and the prior term
+        // have closed forms (ClosedForms); the schedule keeps ᾱ_T ≈ 0.31 so that the prior is far from 0.
+        manual_seed(1);
+        using var d = new GaussianDiffusion(new UNet(TinyModels.Options()), NoiseSchedule.Custom(ClosedForms.ModerateBetas), 8, 8, PredictionTarget.Start);
+        using (no_grad())
+        {
+            foreach (var p in d.parameters())
+            {
+                p.zero_();
+            }
+        }
+
         using var scope = NewDisposeScope();
-        var images = TinyModels.Patterns();
+        var images = cat(new[] { TinyModels.Patterns(), full(new long[] { 1, 1, 8, 8 }, 0.5) }, 0);
         using var generator = new Generator(4, CPU);
         using var bound = d.BitsPerDim(images, generator: generator);
-        CollectionAssert.AreEqual(new long[] { 2, 12 }, bound.Terms.shape);
-        // Summed on the host, so that a wrong reduction on the device cannot agree with itself.
+        CollectionAssert.AreEqual(new long[] { 3, 10 }, bound.Terms.shape);
         double[] terms = bound.Terms.data<double>().ToArray();
         double[] prior = bound.Prior.data<double>().ToArray();
         double[] total = bound.Total.data<double>().ToArray();
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
         {
-            Assert.AreEqual(terms.Skip(i * 12).Take(12).Sum() + prior[i], total[i], 1e-9);
-        }
+            float[] pixels = images[i].flatten().data<float>().ToArray();
+            Assert.AreEqual(ClosedForms.Prior(d.Schedule, pixels), prior[i], 1e-5, $"prior of image {i}");
+            Assert.IsTrue(prior[i] > 0.05, $"a prior term far from 0: {prior[i]}");
+            for (int t = 1; t < 10; t++)
+            {
+                double expected = ClosedForms.KlOfZeroStartPrediction(d.Schedule, t, pixels);
+                Assert.AreEqual(expected, terms[(i * 10) + t], 1e-3 * expected, $"L_{t} of image {i}");
+            }
 
-        Assert.IsTrue((bound.Terms >= -1e-6).all().item<bool>(), "KL terms and the decoder NLL are non-negative");
-        // The decoder NLL is bounded by 8 bits/dim for a Gaussian centred in [−1, 1] with small variance only when it fits;
-        // an untrained network's decoder is far from the data: a positive number of bits.
-        Assert.IsTrue(bound.Decoder.min().item<double>() > 0);
+            // Summed on the host, so that a wrong reduction on the device cannot agree with itself.
+            Assert.AreEqual(terms.Skip(i * 10).Take(10).Sum() + prior[i], total[i], 1e-9);
+        }
+    }
+
+    private static class Glibc
+    {
+        [System.Runtime.InteropServices.DllImport("libc.so.6")]
+        public static extern MallInfo2 mallinfo2();
+
+        [System.Runtime.InteropServices.DllImport("libc.so.6")]
+        public static extern IntPtr malloc(nuint size);
+
+        [System.Runtime.InteropServices.DllImport("libc.so.6")]
+        public static extern void free(IntPtr block);
+    }
+
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private struct MallInfo2
+    {
+        public nuint arena;
+        public nuint ordblks;
+        public nuint smblks;
+        public nuint hblks;
+        public nuint hblkhd;
+        public nuint usmblks;
+        public nuint fsmblks;
+        public nuint uordblks;
+        public nuint fordblks;
+        public nuint keepcost;
     }
 }

@@ -12,6 +12,7 @@ public sealed class LearningTests
     [TestMethod]
     public void ATinyUNetLearnsTwoPatternsAndItsBoundFalls()
     {
+        using var oneThread = TinyModels.OneThread();
         using var d = TinyModels.Diffusion(timesteps: 50, schedule: BetaSchedule.Cosine, seed: 7);
         using var patterns = TinyModels.Patterns();
         using var data = patterns.repeat(16, 1, 1, 1);
@@ -49,6 +50,8 @@ public sealed class LearningTests
         // put 25–30 there (the rest are blends), so most-but-not-all is the honest bar: at least 22.
         int close = (int)(distances < 0.1).sum().item<long>();
         Assert.IsTrue(close >= 22, $"only {close}/32 images are close to a pattern; distances {string.Join(", ", distances.data<float>().ToArray().Select(v => v.ToString("F3")))}");
+        var coverage = PatternCoverage.Of(images, patterns);
+        Assert.IsTrue(coverage.PerPattern.All(n => n >= 4), $"both patterns must appear: {coverage}");
 
         using var bitsAfter = BitsPerDim(d, patterns);
         Assert.IsTrue(bitsAfter.item<double>() < bitsBefore.item<double>() - 0.5, $"bits/dim {bitsBefore.item<double>():F3} → {bitsAfter.item<double>():F3}");

@@ -9,6 +9,14 @@ namespace Microsoft.ML.Diffusion.Tests.Evaluation;
 [TestClass]
 public sealed class DiffusionExperimentTests
 {
+    private IDisposable? oneThread;
+
+    [TestInitialize]
+    public void OneThread() => oneThread = TinyModels.OneThread();
+
+    [TestCleanup]
+    public void RestoreThreads() => oneThread?.Dispose();
+
     private static DiffusionExperimentSettings Settings(int seed = 3) => new()
     {
         BaseOptions = MLNetTestData.Options(),
@@ -51,6 +59,48 @@ public sealed class DiffusionExperimentTests
         using var b = context.Generative().CreateDiffusionExperiment(settings).Run(data);
         CollectionAssert.AreEqual(a.Trials.Select(t => t.Description).ToArray(), b.Trials.Select(t => t.Description).ToArray());
         CollectionAssert.AreEqual(a.Trials.Select(t => t.Metric).ToArray(), b.Trials.Select(t => t.Metric).ToArray());
+    }
+
+    [TestMethod]
+    public void TheFrechetMetricIsTheDistanceOfTheTrialsSamplesToTheValidationImages()
+    {
+        var context = new MLContext(seed: 1);
+        var classifierOptions = new FeatureClassifierOptions { ImageSize = 8, Epochs = 2, BatchSize = 16, FeatureSize = 16 };
+        using var classifier = FeatureClassifier.Train(MLNetTestData.Patterns(context, copies: 32), classifierOptions);
+        var settings = Settings();
+        settings.Trials = 2;
+        settings.ReductionFactor = 4; // a single round: both trials keep their samplers' metric
+        settings.Metric = ExperimentMetric.FrechetDistance;
+        settings.FeatureClassifier = classifier;
+        var validation = MLNetTestData.Patterns(context, copies: 4);
+        using var result = context.Generative().CreateDiffusionExperiment(settings).Run(MLNetTestData.Patterns(context, copies: 8), validation);
+        Assert.IsTrue(result.Trials.All(t => double.IsFinite(t.Metric) && t.Metric > 0), string.Join(", ", result.Trials.Select(t => t.Metric)));
+        Assert.IsTrue(result.Trials[0].Metric <= result.Trials[1].Metric, "ranked by the distance");
+
+        // Recomputed here: the best sampler's images for the derived seeds of the run seed against the 8 validation images.
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        using var real = Microsoft.ML.Diffusion.Data.ImageBatchReader.ReadAll(validation, nameof(PixelRow.Pixels), null, 1, 8, 8);
+        var model = result.BestSampler.Model;
+        var seeds = Enumerable.Range(0, 8).Select(i => SeededNoise.DeriveSeed(settings.Seed, i)).ToArray();
+        var generated = result.BestSampler.Options.CreateSampler().Sample(model.Diffusion, seeds);
+        double expected = FrechetDistance.Compute(classifier.Features(real.Images), classifier.Features(generated));
+        Assert.AreEqual(expected, result.Best.Metric, 1e-9 * expected);
+    }
+
+    [TestMethod]
+    public void ABudgetUsedUpByTheFirstTrialEndsTheExperimentWithIt()
+    {
+        var settings = Settings();
+        settings.Trials = 3;
+        settings.MaxTime = TimeSpan.FromMilliseconds(1); // the first trial always runs; the others find the budget spent
+        var context = new MLContext(seed: 1);
+        var messages = new List<string>();
+        context.Log += (_, e) => { lock (messages) { messages.Add(e.Message); } };
+        using var result = context.Generative().CreateDiffusionExperiment(settings).Run(MLNetTestData.Patterns(context, copies: 8));
+        Assert.HasCount(1, result.Trials);
+        Assert.AreEqual(0, result.Best.Id);
+        Assert.AreEqual(4, result.BestSampler.Model.TrainedSteps);
+        Assert.IsTrue(messages.Any(m => m.Contains("trial 1 is not trained", StringComparison.Ordinal)), string.Join("\n", messages));
     }
 
     [TestMethod]

@@ -1,6 +1,7 @@
 using System;
 using System.Linq;
 using Microsoft.ML;
+using TorchSharp;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using static TorchSharp.torch;
 
@@ -13,9 +14,18 @@ public sealed class LikelihoodAndQualityTests
     private static DiffusionSampler trained = null!;
     private static DiffusionSampler untrained = null!;
 
+    private IDisposable? oneThread;
+
+    [TestInitialize]
+    public void OneThread() => oneThread = TinyModels.OneThread();
+
+    [TestCleanup]
+    public void RestoreThreads() => oneThread?.Dispose();
+
     [ClassInitialize]
     public static void Train(TestContext _)
     {
+        using var oneThread = TinyModels.OneThread();
         context = new MLContext(seed: 1);
         var data = MLNetTestData.Patterns(context, copies: 16);
         var options = MLNetTestData.Options(steps: 300);
@@ -47,13 +57,39 @@ public sealed class LikelihoodAndQualityTests
     }
 
     [TestMethod]
-    public void ThePartsSumToTheTotalAndThePriorVanishes()
+    public void TheEvaluatorsPartsMatchTheClosedFormOfAModelPredictingZero()
     {
-        var result = new LikelihoodEvaluator(trained.Model).Evaluate(MLNetTestData.Patterns(context, copies: 2));
-        Assert.AreEqual(result.BitsPerDim, result.Prior + result.Decoder + result.KlSum, 1e-9);
-        Assert.AreEqual(result.KlSum + result.Decoder, result.PerTimestep.Sum(), 1e-9);
-        Assert.IsTrue(trained.Model.Diffusion.Schedule.AlphasCumprod[^1] < 1e-3);
-        Assert.IsTrue(result.Prior < 1e-3, $"prior {result.Prior}");
+        // A fitted x₀-prediction model with every weight set to 0 (x̂₀ = 0) on a schedule with ᾱ_T ≈ 0.31: the prior and each
+        // KL term have closed forms (ClosedForms), and the evaluator's parts must add up to its total.
+        var options = MLNetTestData.Options(steps: 0);
+        options.Objective = PredictionTarget.Start;
+        options.Schedule = BetaSchedule.Custom;
+        options.CustomBetas = ClosedForms.ModerateBetas;
+        var data = MLNetTestData.Patterns(context, copies: 2);
+        using var zero = context.Generative().Diffusion(options).Fit(data);
+        using (no_grad())
+        {
+            foreach (var p in zero.Model.Diffusion.parameters())
+            {
+                p.zero_();
+            }
+        }
+
+        var result = new LikelihoodEvaluator(zero.Model).Evaluate(data, new LikelihoodOptions { BatchSize = 3 });
+        var schedule = zero.Model.Diffusion.Schedule;
+        using var patterns = TinyModels.Patterns();
+        float[] pixels = patterns.flatten().data<float>().ToArray(); // the data: both patterns, twice
+        Assert.AreEqual(ClosedForms.Prior(schedule, pixels), result.Prior, 1e-5);
+        for (int t = 1; t < 10; t++)
+        {
+            double expected = ClosedForms.KlOfZeroStartPrediction(schedule, t, pixels);
+            Assert.AreEqual(expected, result.PerTimestep[t], 1e-3 * expected, $"L_{t}");
+        }
+
+        Assert.AreEqual(result.PerTimestep.Skip(1).Sum(), result.KlSum, 1e-9);
+        Assert.AreEqual(result.PerTimestep[0], result.Decoder);
+        Assert.AreEqual(result.Prior + result.Decoder + result.KlSum, result.BitsPerDim, 1e-9);
+        Assert.AreEqual(4, result.Images);
     }
 
     [TestMethod]
@@ -82,6 +118,12 @@ public sealed class LikelihoodAndQualityTests
         Assert.AreEqual(trained.Model.Diffusion.Schedule.AlphasCumprod[49], respaced.Schedule.AlphasCumprod[9], 1e-12);
     }
 
+    private static Tensor Noisy(Tensor images, int seed)
+    {
+        using var generator = new Generator((ulong)seed, CPU);
+        return (images + (0.1 * randn(images.shape, generator: generator))).clamp(-1, 1);
+    }
+
     [TestMethod]
     public void TheFeatureClassifierLearnsTheClassesAndItsFeaturesMeasureSamples()
     {
@@ -100,10 +142,16 @@ public sealed class LikelihoodAndQualityTests
 
         var generated = ImageConversion.PixelsToModel(ImageConversion.ModelToPixels(new DdimSampler { Steps = 10 }.Sample(trained.Model.Diffusion, Enumerable.Range(0, 16).Select(i => (long)i).ToArray())));
         var noise = rand(16, 1, 8, 8) * 2 - 1;
-        var good = SampleQualityReport.Measure(loaded, real, generated, real.flip(0));
-        var bad = SampleQualityReport.Measure(loaded, real, noise);
+        // Two disjoint real sets: both patterns, 8 each, with independent pixel noise of σ = 0.1.
+        var first = Noisy(real, seed: 1);
+        var second = Noisy(real, seed: 2);
+        var good = SampleQualityReport.Measure(loaded, first, generated, second);
+        var bad = SampleQualityReport.Measure(loaded, first, noise, second);
         Assert.IsTrue(good.FrechetDistance < bad.FrechetDistance, $"samples {good.FrechetDistance:F3} vs noise {bad.FrechetDistance:F3}");
-        Assert.AreEqual(0.0, good.FloorDistance, 1e-6, "the floor of identical real sets is 0");
+        Assert.AreEqual(good.FloorDistance, bad.FloorDistance, "the floor depends on the real sets only");
+        Assert.IsTrue(good.FloorDistance > 0 && good.FloorDistance < 0.1 * bad.FrechetDistance, $"floor {good.FloorDistance:F4} of two disjoint real sets vs noise {bad.FrechetDistance:F3}");
+        var oneClass = SampleQualityReport.Measure(loaded, first, Noisy(TinyModels.Patterns()[..1].repeat(16, 1, 1, 1), seed: 3));
+        Assert.IsTrue(oneClass.FrechetDistance > 10 * good.FloorDistance, $"a set with one class only: {oneClass.FrechetDistance:F4}, floor {good.FloorDistance:F4}");
         Assert.IsTrue(good.MeanMaxProbability > 0.6, $"confidence on samples {good.MeanMaxProbability:F3}, on noise {bad.MeanMaxProbability:F3}");
     }
 }

@@ -130,20 +130,6 @@ public sealed class DiffusionTrainerTests
         Assert.AreEqual(3, reports.Max());
     }
 
-    [TestMethod]
-    public void AClassConditionalModelFollowsItsLabels()
-    {
-        var options = MLNetTestData.Options(steps: 5);
-        options.LabelColumnName = nameof(PixelRow.Label);
-        using var conditional = context.Generative().Diffusion(options).Fit(MLNetTestData.Patterns(context));
-        Assert.AreEqual(2, conditional.Model.ClassCount);
-        var rows = context.Data.LoadFromEnumerable(new[] { new LabelledSeedRow { Seed = 1, Label = 0 }, new LabelledSeedRow { Seed = 1, Label = 1 } });
-        var hashes = MLNetTestData.PixelHashes(conditional.Transform(rows)).ToArray();
-        Assert.AreNotEqual(hashes[0], hashes[1], "the label changes the image for the same seed");
-        var bad = context.Data.LoadFromEnumerable(new[] { new LabelledSeedRow { Seed = 1, Label = 5 } });
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => MLNetTestData.Pixels(conditional.Transform(bad)));
-    }
-
     private static SchemaShape Shape(DataViewSchema schema) => new(schema.Select(c => c.Type is VectorDataViewType v
         ? MLNetInternals.Column(c.Name, SchemaShape.Column.VectorKind.Vector, v.ItemType)
         : MLNetInternals.Column(c.Name, SchemaShape.Column.VectorKind.Scalar, c.Type)));

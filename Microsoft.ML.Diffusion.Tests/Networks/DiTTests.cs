@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Linq;
 using System.Reflection;
 using System.Runtime.InteropServices;
+using Microsoft.ML;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -421,6 +422,43 @@ public sealed class DiTTests
         foreach (var (name, p) in dit.named_parameters().Where(p => nameParts.Any(part => p.name.Contains(part, StringComparison.Ordinal))))
         {
             p.add_(randn_like(p) * 0.1);
+        }
+    }
+}
+
+[TestClass]
+public sealed class DiTThroughTheTrainerTests
+{
+    [TestMethod]
+    public void TheTrainerOptionSelectsADiTThatLearnsSavesAndLoads()
+    {
+        var context = new MLContext(seed: 1);
+        var losses = new System.Collections.Generic.List<double>();
+        var options = MLNetTestData.Options(steps: 60);
+        options.Network = new DiTOptions { PatchSize = 2, HiddenSize = 32, Depth = 2, Heads = 2 };
+        options.LabelColumnName = nameof(PixelRow.Label);
+        options.LearningRate = 3e-3;
+        options.LogEvery = 20;
+        options.Progress = new SyncProgress<TrainingProgress>(p => losses.Add(p.Loss));
+        using var sampler = context.Generative().Diffusion(options).Fit(MLNetTestData.Patterns(context, copies: 4));
+        Assert.AreEqual(DiTOptions.KindName, sampler.Model.Network.Kind);
+        Assert.AreEqual(2, sampler.Model.ClassCount, "the trainer set the class count on the DiT's options");
+        Assert.HasCount(3, losses);
+        Assert.IsTrue(losses[^1] < losses[0] * 0.7, "the loss falls: " + string.Join(", ", losses));
+
+        string file = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"mldiffusion-dit-{System.Guid.NewGuid():N}.zip");
+        try
+        {
+            var seeds = MLNetTestData.Seeds(context, 4, 5);
+            context.Model.Save(sampler, seeds.Schema, file);
+            using var loaded = DiffusionSampler.Load(new MLContext(), file);
+            var shape = (DiTOptions)loaded.Model.Network;
+            Assert.AreEqual(32, shape.HiddenSize);
+            CollectionAssert.AreEqual(MLNetTestData.PixelHashes(sampler.Transform(seeds)).ToArray(), MLNetTestData.PixelHashes(loaded.Transform(seeds)).ToArray());
+        }
+        finally
+        {
+            System.IO.File.Delete(file);
         }
     }
 }

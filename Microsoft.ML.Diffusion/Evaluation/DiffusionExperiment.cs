@@ -57,7 +57,14 @@ public sealed class DiffusionSearchSpace
 /// <summary>Settings of a <see cref="DiffusionExperiment"/>.</summary>
 public sealed class DiffusionExperimentSettings
 {
-    /// <summary>Gets or sets the options every trial starts from (columns, image size, batch, …); the searched ones are overwritten.</summary>
+    /// <summary>
+    /// Gets or sets the options every trial starts from (a clone of them: columns, image size, batch, micro-batches, …). The
+    /// searched ones are overwritten, and the experiment sets each trial's <see cref="DiffusionTrainerOptions.Seed"/>,
+    /// <see cref="DiffusionTrainerOptions.WarmupSteps"/>, <see cref="DiffusionTrainerOptions.TrainSteps"/> and checkpoints
+    /// (<see cref="DiffusionTrainerOptions.CheckpointDirectory"/>, <see cref="DiffusionTrainerOptions.CheckpointEvery"/>,
+    /// <see cref="DiffusionTrainerOptions.Resume"/>); <see cref="DiffusionTrainerOptions.MaxTrainingTime"/> is cleared, as
+    /// <see cref="MaxTime"/> is the budget.
+    /// </summary>
     public DiffusionTrainerOptions BaseOptions { get; set; } = new();
 
     /// <summary>Gets or sets the search space.</summary>
@@ -206,7 +213,8 @@ public sealed class DiffusionExperiment
                         $"Round {round}, trial {id} ({description}), {steps} steps: {settings.Metric} = {metric:G5} ({trialClock.Elapsed.TotalSeconds:F0} s)"));
                 }
 
-                var ranked = candidates.Where(c => finished[c.Id].Round == round).OrderBy(c => finished[c.Id].Metric).ToList();
+                // Trials the time budget skipped in this round are not ranked (and never had a first round if this is it).
+                var ranked = candidates.Where(c => finished.TryGetValue(c.Id, out var trial) && trial.Round == round).OrderBy(c => finished[c.Id].Metric).ToList();
                 int keep = ranked.Count / settings.ReductionFactor;
                 if (keep < 1 || (settings.MaxTime is TimeSpan limit && clock.Elapsed >= limit))
                 {
@@ -248,8 +256,10 @@ public sealed class DiffusionExperiment
     {
         var space = settings.SearchSpace;
         T Pick<T>(IReadOnlyList<T> values) => values[random.Next(values.Count)];
-        var b = settings.BaseOptions;
-        var network = b.Network.Clone();
+        // Every setting of the base options reaches the trial (one clone, so none can be forgotten); then the searched
+        // values are drawn, and Run sets the steps, checkpoints and resumption of each round.
+        var options = settings.BaseOptions.Clone();
+        var network = options.Network;
         if (network is UNetOptions unet)
         {
             // The width and dropout axes are the U-Net's; other networks keep the base options' shape.
@@ -258,35 +268,15 @@ public sealed class DiffusionExperiment
         }
 
         double lr = Math.Exp(Math.Log(space.LearningRate.Min) + (random.NextDouble() * (Math.Log(space.LearningRate.Max) - Math.Log(space.LearningRate.Min))));
-        var options = new DiffusionTrainerOptions
-        {
-            ImageColumnName = b.ImageColumnName,
-            LabelColumnName = b.LabelColumnName,
-            ImageSize = b.ImageSize,
-            ImageHeight = b.ImageHeight,
-            ImageWidth = b.ImageWidth,
-            Channels = b.Channels,
-            Timesteps = b.Timesteps,
-            Schedule = Pick(space.Schedules),
-            Objective = Pick(space.Objectives),
-            Loss = Pick(space.Losses),
-            Variance = Pick(space.Variances),
-            MinSnrGamma = b.MinSnrGamma,
-            Network = network,
-            BatchSize = b.BatchSize,
-            LearningRate = lr,
-            WarmupSteps = Math.Max(1, settings.FirstRoundSteps / 10),
-            GradientClip = b.GradientClip,
-            GradientAccumulationSteps = b.GradientAccumulationSteps,
-            EmaDecay = Pick(space.EmaDecays),
-            RandomHorizontalFlip = b.RandomHorizontalFlip,
-            ConditionDropout = b.ConditionDropout,
-            Device = b.Device,
-            Seed = settings.Seed + id,
-            LogEvery = b.LogEvery,
-            Sampling = b.Sampling.Clone(),
-            CancellationToken = b.CancellationToken,
-        };
+        options.Schedule = Pick(space.Schedules);
+        options.Objective = Pick(space.Objectives);
+        options.Loss = Pick(space.Losses);
+        options.Variance = Pick(space.Variances);
+        options.LearningRate = lr;
+        options.WarmupSteps = Math.Max(1, settings.FirstRoundSteps / 10);
+        options.EmaDecay = Pick(space.EmaDecays);
+        options.Seed = settings.Seed + id;
+        options.MaxTrainingTime = null; // the experiment's own MaxTime is the budget
         string description = FormattableString.Invariant(
             $"{options.Schedule}, {options.Objective}, {options.Loss}, {options.Variance}, lr {lr:G2}, {Shape(network)}, EMA {options.EmaDecay}");
         return (id, description, options);

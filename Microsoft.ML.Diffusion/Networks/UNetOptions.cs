@@ -16,6 +16,9 @@ public sealed class UNetOptions : DenoiserOptions
     /// <inheritdoc/>
     public override string Kind => KindName;
 
+    // Each level halves the image; 16 levels already need sides divisible by 2^15.
+    private const int MaxLevels = 16;
+
     /// <summary>Gets or sets the base width (channels of the first level). Default 32.</summary>
     public int Dim { get; set; } = 32;
 
@@ -60,14 +63,16 @@ public sealed class UNetOptions : DenoiserOptions
     /// <summary>Throws a clear exception for an invalid combination.</summary>
     public override void Validate()
     {
-        if (Dim < 1)
+        if (Dim < 4 || Dim % 2 != 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(Dim), Dim, "UNetOptions.Dim must be positive.");
+            throw new ArgumentOutOfRangeException(
+                nameof(Dim), Dim, $"UNetOptions.Dim must be even and at least 4 (the sinusoidal time embedding has Dim/2 frequencies, at least 2); got {Dim}.");
         }
 
-        if (DimMults is null || DimMults.Count < 1 || DimMults.Any(m => m < 1))
+        if (DimMults is null || DimMults.Count < 1 || DimMults.Count > MaxLevels || DimMults.Any(m => m < 1))
         {
-            throw new ArgumentOutOfRangeException(nameof(DimMults), "UNetOptions.DimMults must hold at least one positive multiplier.");
+            throw new ArgumentOutOfRangeException(
+                nameof(DimMults), $"UNetOptions.DimMults must hold between 1 and {MaxLevels} positive multipliers (one per resolution level).");
         }
 
         if (Channels < 1)

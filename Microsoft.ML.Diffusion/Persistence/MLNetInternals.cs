@@ -22,7 +22,6 @@ internal static class MLNetInternals
     private static readonly FieldInfo LoadReader;
     private static readonly MethodInfo LoadCheckAtModel;
     private static readonly MethodInfo LoadTryLoadBinaryStream;
-    private static readonly PropertyInfo LoadInRepository;
     private static readonly ConstructorInfo SchemaShapeColumnConstructor;
 
     static MLNetInternals()
@@ -48,7 +47,6 @@ internal static class MLNetInternals
         LoadReader = Need(load.GetField("Reader", Instance), "ModelLoadContext.Reader");
         LoadCheckAtModel = Need(load.GetMethod("CheckAtModel", Instance, new[] { versionInfo }), "ModelLoadContext.CheckAtModel(VersionInfo)");
         LoadTryLoadBinaryStream = Need(load.GetMethod("TryLoadBinaryStream", Instance, new[] { typeof(string), typeof(Action<BinaryReader>) }), "ModelLoadContext.TryLoadBinaryStream");
-        LoadInRepository = Need(load.GetProperty("InRepository", Instance), "ModelLoadContext.InRepository");
         SchemaShapeColumnConstructor = Need(
             typeof(SchemaShape.Column).GetConstructor(Instance, new[] { typeof(string), typeof(SchemaShape.Column.VectorKind), typeof(DataViewType), typeof(bool), typeof(SchemaShape) }),
             "SchemaShape.Column(string, VectorKind, DataViewType, bool, SchemaShape)");
@@ -73,8 +71,6 @@ internal static class MLNetInternals
     public static void BeginLoad(object ctx, object versionInfo) => Invoke(LoadCheckAtModel, ctx, versionInfo);
 
     public static BinaryReader Reader(object ctx) => (BinaryReader)LoadReader.GetValue(ctx)!;
-
-    public static bool InRepositoryOfLoad(object ctx) => (bool)LoadInRepository.GetValue(ctx)!;
 
     public static bool TryLoadBinaryStream(object ctx, string name, Action<BinaryReader> read) => (bool)Invoke(LoadTryLoadBinaryStream, ctx, name, read)!;
 

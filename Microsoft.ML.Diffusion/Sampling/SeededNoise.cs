@@ -28,7 +28,7 @@ public sealed class SeededNoise : IDisposable
         ArgumentNullException.ThrowIfNull(seeds);
         ArgumentNullException.ThrowIfNull(shape);
         ArgumentNullException.ThrowIfNull(device);
-        generators = seeds.Select(s => new Generator(unchecked((ulong)s), CPU)).ToArray();
+        generators = seeds.Select(s => new Generator(GeneratorSeed(s), CPU)).ToArray();
         this.shape = shape.ToArray();
         this.device = device;
         this.dtype = dtype;
@@ -36,6 +36,13 @@ public sealed class SeededNoise : IDisposable
 
     /// <summary>Gets the number of images (rows) of every draw.</summary>
     public int Count => generators.Length;
+
+    /// <summary>
+    /// The seed given to libtorch's CPU generator, whose mt19937 keeps only the low 32 bits of its seed: the high half is
+    /// folded in (seeds in [0, 2³²) are used as they are), so that seeds differing only in their high bits give different
+    /// images.
+    /// </summary>
+    internal static ulong GeneratorSeed(long seed) => unchecked((uint)seed + (0x9E3779B9u * (uint)((ulong)seed >> 32)));
 
     /// <summary>Draws N×shape standard normal noise, row i from generator i, on the device.</summary>
     /// <returns>A new tensor.</returns>

@@ -12,7 +12,10 @@ public enum BetaSchedule
     /// <summary>ᾱ_t from a sigmoid over [−3, 3] with τ = 1, as in denoising-diffusion-pytorch (Jabri et al. 2022).</summary>
     Sigmoid,
 
-    /// <summary>β_t growing geometrically between two bounds (by default those of the linear schedule).</summary>
+    /// <summary>
+    /// β_t growing geometrically between two bounds: by default 1e-4 and 0.06 scaled by 1000/T (the upper bound is three
+    /// times the linear schedule's 0.02, so that ᾱ_T ≈ 5e-5 and x_T is pure noise; see <see cref="NoiseSchedule.Geometric"/>).
+    /// </summary>
     Geometric,
 
     /// <summary>A β array supplied by the caller.</summary>
