@@ -87,7 +87,7 @@ public static class TrainingCurve
             {
                 int y = area.Y(axis.Fraction(tick));
                 canvas.HorizontalLine(area.Left, area.Right, y, GridColor);
-                string label = Label(tick);
+                string label = axis.IsLogarithmic ? Label(tick) : Label(tick, axis.Ticks.Max(Math.Abs));
                 canvas.Text(label, area.Left - 4 - BitmapFont.Measure(label), y - 3, TextColor);
             }
 
@@ -160,16 +160,17 @@ public static class TrainingCurve
         return new PlotRectangle(LeftMargin, top, width - RightMargin - 1, top + PlotHeight - 1);
     }
 
-    private static string Label(double value)
+    // Plain decimals for magnitudes in [1e-4, 1e5), else scientific; an axis's labels all follow its largest tick.
+    private static string Label(double value, double? scale = null)
     {
         if (value == 0)
         {
             return "0";
         }
 
-        double magnitude = Math.Abs(value);
+        double magnitude = scale ?? Math.Abs(value);
         return magnitude is >= 1e-4 and < 1e5
-            ? value.ToString("0.####", CultureInfo.InvariantCulture)
+            ? value.ToString(scale is null ? "0.####" : "0.######", CultureInfo.InvariantCulture)
             : value.ToString("0.##E+0", CultureInfo.InvariantCulture);
     }
 
@@ -196,6 +197,8 @@ public static class TrainingCurve
         }
 
         public double[] Ticks { get; }
+
+        public bool IsLogarithmic => logarithmic;
 
         // From 0 to the largest value rounded up to 1, 2, 2.5 or 5 × 10^k, with ticks at a round step.
         public static Axis Linear(IEnumerable<double> values)
