@@ -20,7 +20,7 @@ public sealed class FashionMnistJobTests
             using var console = new StringWriter();
             int code = FashionMnistJob.Run(new[] { "--steps", "5", "--sampling-steps", "3", "--metric-images", "16", "--out", output, "--data", Path.Combine(AppContext.BaseDirectory, "data", "fashion-mnist") }, console);
             Assert.AreEqual(0, code, console.ToString());
-            foreach (string file in new[] { "samples.png", "denoising.png", "model.zip", "training-log.csv", "metrics.json", "classifier.bin" })
+            foreach (string file in new[] { "samples.png", "denoising.png", "model.zip", "training-log.csv", "training-curve.png", "metrics.json", "classifier.bin" })
             {
                 Assert.IsTrue(new FileInfo(Path.Combine(output, file)).Length > 0, $"{file} missing; output:\n{console}");
             }
@@ -47,13 +47,57 @@ public sealed class FashionMnistJobTests
     }
 
     [TestMethod]
-    public void BadArgumentsPrintUsage()
+    public void HelpPrintsTheUsageAndExitsZero()
+    {
+        using var help = new StringWriter();
+        Assert.AreEqual(0, FashionMnistJob.Run(new[] { "--help" }, help));
+        StringAssert.StartsWith(help.ToString(), "Usage: dotnet run -c Release --project samples/FashionMnist --");
+        foreach (string option in new[] { "--data DIR", "--steps N", "--minutes M", "--sampler ddim|ddpm", "--resume", "--metric-images N", "-h, --help" })
+        {
+            StringAssert.Contains(help.ToString(), option);
+        }
+
+        using var shortHelp = new StringWriter();
+        Assert.AreEqual(0, FashionMnistJob.Run(new[] { "--steps", "5", "-h" }, shortHelp));
+        Assert.AreEqual(help.ToString(), shortHelp.ToString());
+    }
+
+    [TestMethod]
+    public void ABadValueNamesTheOptionAndWhatItExpects()
+    {
+        (string[] Args, string Message)[] cases =
+        {
+            (new[] { "--steps", "abc" }, "--steps expects a positive integer; got 'abc'."),
+            (new[] { "--steps", "0" }, "--steps expects a positive integer; got '0'."),
+            (new[] { "--steps=-3" }, "--steps expects a positive integer; got '-3'."),
+            (new[] { "--minutes", "soon" }, "--minutes expects a positive number; got 'soon'."),
+            (new[] { "--sampler", "euler" }, "--sampler expects one of ddim, ddpm; got 'euler'."),
+            (new[] { "--metric-images", "1" }, "--metric-images expects an integer of at least 2; got '1'."),
+            (new[] { "--out" }, "--out expects a value; got nothing."),
+            (new[] { "--resume=yes" }, "--resume takes no value; got 'yes'."),
+            (new[] { "--stpes", "5" }, "Unknown option '--stpes' (did you mean --steps?)."),
+            (new[] { "--colour", "red" }, "Unknown option '--colour'."),
+            (new[] { "data/fashion" }, "Unexpected argument 'data/fashion'."),
+        };
+        foreach (var (args, message) in cases)
+        {
+            using var console = new StringWriter();
+            Assert.AreEqual(2, FashionMnistJob.Run(args, console), string.Join(' ', args));
+            string[] lines = console.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            Assert.AreEqual(message, lines[0], string.Join(' ', args));
+            Assert.AreEqual("Run with --help to see the options.", lines[1]);
+        }
+    }
+
+    [TestMethod]
+    public void TheEqualsFormAndCaseInsensitiveChoicesParse()
     {
         using var console = new StringWriter();
-        Assert.AreEqual(2, FashionMnistJob.Run(new[] { "--sampler", "euler" }, console));
-        StringAssert.Contains(console.ToString(), "ddim or ddpm");
-        using var help = new StringWriter();
-        Assert.AreEqual(2, FashionMnistJob.Run(new[] { "--help" }, help));
-        StringAssert.Contains(help.ToString(), "--minutes");
+        Assert.IsTrue(JobOptions.TryParse(new[] { "--steps=7", "--sampler", "DDPM", "--guidance", "0", "--no-metrics" }, console, out var options, out _));
+        Assert.AreEqual(7, options.Steps);
+        Assert.AreEqual("ddpm", options.Sampler);
+        Assert.AreEqual(0.0, options.Guidance);
+        Assert.IsFalse(options.Metrics);
+        Assert.AreEqual(string.Empty, console.ToString());
     }
 }

@@ -58,13 +58,21 @@ internal static class BitmapFont
         ['='] = new byte[] { 0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00 },
         ['?'] = new byte[] { 0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04 },
         [' '] = new byte[] { 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 },
+        ['('] = new byte[] { 0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02 },
+        [')'] = new byte[] { 0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08 },
+        ['+'] = new byte[] { 0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00 },
+        [','] = new byte[] { 0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08 },
+        ['%'] = new byte[] { 0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03 },
     };
 
     /// <summary>Width in pixels of a text at scale 1.</summary>
     public static int Measure(string text) => text.Length == 0 ? 0 : (text.Length * Advance) - 1;
 
-    /// <summary>Draws white text onto a C×H×W byte canvas (values set to 255) at (left, top), scaled by an integer factor.</summary>
-    public static void Draw(byte[] canvas, int channels, int height, int width, string text, int left, int top, int scale = 1)
+    /// <summary>
+    /// Draws text onto a C×H×W byte canvas at (left, top), scaled by an integer factor: white (255 in every channel), or
+    /// the given colour (one value per channel).
+    /// </summary>
+    public static void Draw(byte[] canvas, int channels, int height, int width, string text, int left, int top, int scale = 1, byte[]? color = null)
     {
         int x = left;
         foreach (char raw in text.ToUpperInvariant())
@@ -91,7 +99,7 @@ internal static class BitmapFont
 
                             for (int c = 0; c < channels; c++)
                             {
-                                canvas[(c * height * width) + (py * width) + px] = 255;
+                                canvas[(c * height * width) + (py * width) + px] = color is null ? (byte)255 : color[c];
                             }
                         }
                     }

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using System.Linq;
+using DiffusionSamples;
 using Microsoft.ML;
 using Microsoft.ML.Diffusion;
 using TorchSharp;
@@ -14,7 +15,7 @@ namespace FashionMnist;
 /// <summary>
 /// The main job: trains a class-conditional diffusion model on Fashion-MNIST through the ML.NET API within a time budget,
 /// then writes OUT/samples.png (8×8 labelled grid), OUT/denoising.png (progressive denoising), OUT/model.zip (ML.NET model
-/// file) and OUT/training-log.csv (step, loss, lr, images/s).
+/// file), OUT/training-log.csv (step, loss, lr, images/s) and OUT/training-curve.png (the same, drawn).
 /// </summary>
 public static class FashionMnistJob
 {
@@ -26,15 +27,9 @@ public static class FashionMnistJob
     /// <summary>Runs the job; returns the process exit code.</summary>
     public static int Run(string[] args, TextWriter console)
     {
-        JobOptions options;
-        try
+        if (!JobOptions.TryParse(args, console, out var options, out int exitCode))
         {
-            options = JobOptions.Parse(args);
-        }
-        catch (Exception ex) when (ex is ArgumentException or FormatException)
-        {
-            console.WriteLine(ex.Message);
-            return 2;
+            return exitCode;
         }
 
         var total = Stopwatch.StartNew();
@@ -86,8 +81,10 @@ public static class FashionMnistJob
         using var log = new StreamWriter(Path.Combine(options.Out, "training-log.csv"));
         log.WriteLine("step,loss,lr,images_per_second");
         var bar = new ProgressBar(console);
+        var curve = new List<TrainingProgress>();
         trainer.Progress = new Reporter(p =>
         {
+            curve.Add(p);
             log.WriteLine(FormattableString.Invariant($"{p.Step},{p.Loss:G6},{p.LearningRate:G6},{p.ImagesPerSecond:F2}"));
             bar.Show(p, options.Steps is null ? TimeSpan.FromMinutes(options.Minutes) : null);
         });
@@ -96,6 +93,11 @@ public static class FashionMnistJob
         using var sampler = mlContext.Generative().Diffusion(trainer).Fit(train);
         bar.Done();
         log.Flush();
+        if (curve.Count > 0)
+        {
+            TrainingCurve.Save(curve, Path.Combine(options.Out, "training-curve.png"));
+        }
+
         double trainingSeconds = trainingClock.Elapsed.TotalSeconds;
         console.WriteLine($"Trained {sampler.Model.TrainedSteps} steps in {trainingClock.Elapsed:mm\\:ss}.");
 
@@ -109,7 +111,7 @@ public static class FashionMnistJob
             JobMetrics.Measure(sampler, train, test, options, trainingSeconds, console);
         }
 
-        console.WriteLine($"Wrote {Path.GetFullPath(options.Out)}: samples.png, denoising.png, model.zip, training-log.csv{(options.Metrics ? ", metrics.json" : string.Empty)} ({total.Elapsed:mm\\:ss} in all).");
+        console.WriteLine($"Wrote {Path.GetFullPath(options.Out)}: samples.png, denoising.png, model.zip, training-log.csv, training-curve.png{(options.Metrics ? ", metrics.json" : string.Empty)} ({total.Elapsed:mm\\:ss} in all).");
         return 0;
     }
 

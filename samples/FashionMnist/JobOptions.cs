@@ -1,17 +1,11 @@
-using System;
-using System.Globalization;
+using System.IO;
+using DiffusionSamples;
 
 namespace FashionMnist;
 
 /// <summary>The command line of the Fashion-MNIST job.</summary>
 public sealed class JobOptions
 {
-    /// <summary>How to call the job.</summary>
-    public const string Usage =
-        "dotnet run -c Release --project samples/FashionMnist -- [--data DIR] [--steps N] [--minutes M] [--out DIR]\n"
-        + "    [--sampler ddim|ddpm] [--sampling-steps S] [--guidance W] [--unconditional] [--resume] [--device cpu|cuda] [--seed N]\n"
-        + "    [--experiment MINUTES] [--no-metrics] [--metric-images N]";
-
     /// <summary>Gets or sets a folder with IDX files (train-* or t10k-*); default: the full training split when installed, else the embedded test split.</summary>
     public string? Data { get; set; }
 
@@ -54,44 +48,43 @@ public sealed class JobOptions
     /// <summary>Gets or sets the seed.</summary>
     public int Seed { get; set; } = 1;
 
-    /// <summary>Parses the command line.</summary>
-    public static JobOptions Parse(string[] args)
+    /// <summary>Gets the usage text (what --help prints).</summary>
+    public static string Usage => Define(new JobOptions()).Usage;
+
+    /// <summary>
+    /// Parses the command line. Returns false when the job should not run: after --help (exit code 0, usage printed) or a
+    /// bad argument (exit code 2; the message names the option and what it expects).
+    /// </summary>
+    /// <param name="args">The arguments.</param>
+    /// <param name="console">Where usage and errors are printed.</param>
+    /// <param name="options">The parsed options.</param>
+    /// <param name="exitCode">The exit code when the job should not run.</param>
+    /// <returns>Whether to run the job.</returns>
+    public static bool TryParse(string[] args, TextWriter console, out JobOptions options, out int exitCode)
     {
-        var o = new JobOptions();
-        for (int i = 0; i < args.Length; i++)
-        {
-            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.\n{Usage}");
-            switch (args[i])
-            {
-                case "--data": o.Data = Next(); break;
-                case "--steps": o.Steps = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--minutes": o.Minutes = double.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--out": o.Out = Next(); break;
-                case "--sampler": o.Sampler = Next().ToLowerInvariant(); break;
-                case "--sampling-steps": o.SamplingSteps = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--guidance": o.Guidance = double.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--unconditional": o.Unconditional = true; break;
-                case "--resume": o.Resume = true; break;
-                case "--device": o.Device = Next(); break;
-                case "--seed": o.Seed = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--experiment": o.Experiment = double.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--no-metrics": o.Metrics = false; break;
-                case "--metric-images": o.MetricImages = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--help" or "-h": throw new ArgumentException(Usage);
-                default: throw new ArgumentException($"Unknown argument '{args[i]}'.\n{Usage}");
-            }
-        }
-
-        if (o.Sampler is not ("ddim" or "ddpm"))
-        {
-            throw new ArgumentException($"--sampler must be ddim or ddpm, not '{o.Sampler}'.");
-        }
-
-        if (o.Steps is < 1 || o.Minutes <= 0 || o.SamplingSteps < 1 || o.Experiment is <= 0 || o.MetricImages < 2)
-        {
-            throw new ArgumentException("--steps, --minutes, --sampling-steps and --experiment must be positive, --metric-images at least 2.");
-        }
-
-        return o;
+        options = new JobOptions();
+        int? code = Define(options).Parse(args, console);
+        exitCode = code ?? 0;
+        return code is null;
     }
+
+    private static CommandLine Define(JobOptions o) =>
+        new CommandLine(
+            "dotnet run -c Release --project samples/FashionMnist --",
+            "Trains a class-conditional diffusion model on Fashion-MNIST through the ML.NET API, then writes a labelled grid of\n"
+            + "samples, a progressive-denoising strip, a model file, the training log and curve and held-out metrics to OUT.")
+            .Text("--data", "DIR", "a folder with train-*/t10k-* IDX files (default: the full split when installed, else the embedded test split)", v => o.Data = v)
+            .Integer("--steps", "N", "a fixed number of optimizer steps instead of the time budget", v => o.Steps = v)
+            .Number("--minutes", "M", "the training time budget (default 6.5)", v => o.Minutes = v)
+            .Text("--out", "DIR", "the output folder (default out)", v => o.Out = v)
+            .Choice("--sampler", "the sampler of the pictures (default ddim)", new[] { "ddim", "ddpm" }, v => o.Sampler = v)
+            .Integer("--sampling-steps", "S", "DDIM steps (default 50)", v => o.SamplingSteps = v)
+            .Number("--guidance", "W", "classifier-free guidance scale (default 2)", v => o.Guidance = v, allowZero: true)
+            .Flag("--unconditional", "train without labels", () => o.Unconditional = true)
+            .Flag("--resume", "continue from the newest checkpoint in OUT/checkpoints", () => o.Resume = true)
+            .Text("--device", "cpu|cuda", "the device: cpu, cuda or cuda:N (default cpu)", v => o.Device = v)
+            .Integer("--seed", "N", "the seed (default 1)", v => o.Seed = v, min: 0)
+            .Number("--experiment", "MINUTES", "first search the diffusion options for that long, then train the best", v => o.Experiment = v)
+            .Flag("--no-metrics", "skip bits/dim and the Fréchet distance at the end", () => o.Metrics = false)
+            .Integer("--metric-images", "N", "images the Fréchet distance compares (default 200)", v => o.MetricImages = v, min: 2);
 }

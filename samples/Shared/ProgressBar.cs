@@ -2,7 +2,7 @@ using System;
 using System.IO;
 using Microsoft.ML.Diffusion;
 
-namespace FashionMnist;
+namespace DiffusionSamples;
 
 /// <summary>A one-line console progress bar; plain lines every 10% when the output is not a terminal.</summary>
 internal sealed class ProgressBar

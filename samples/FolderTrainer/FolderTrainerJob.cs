@@ -1,0 +1,248 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using DiffusionSamples;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion;
+using static TorchSharp.torch;
+
+namespace FolderTrainer;
+
+/// <summary>
+/// Trains a diffusion model on a folder of images, as denoising-diffusion-pytorch's <c>Trainer(diffusion, 'path/to/images')</c>
+/// does: every --sample-every steps it writes OUT/sample-NNNNNN.png (a grid of samples with fixed seeds, so milestones
+/// compare) and OUT/model-NNNNNN.zip (an ordinary ML.NET model file), and it keeps OUT/training-log.csv,
+/// OUT/training-curve.png and OUT/checkpoints/ up to date; at the end OUT/model.zip is the final model. --resume
+/// continues a stopped run exactly.
+/// </summary>
+public static class FolderTrainerJob
+{
+    private static readonly string[] Extensions = { ".png", ".jpg", ".jpeg", ".bmp" };
+
+    /// <summary>Runs the folder trainer; returns the process exit code (0 done, 1 training failed, 2 bad command line).</summary>
+    /// <param name="args">The command line.</param>
+    /// <param name="console">Where progress and messages go.</param>
+    /// <returns>The exit code.</returns>
+    public static int Run(string[] args, TextWriter console)
+    {
+        ArgumentNullException.ThrowIfNull(console);
+        if (!FolderOptions.TryParse(args, console, out var options, out int exitCode))
+        {
+            return exitCode;
+        }
+
+        try
+        {
+            return Train(options, console);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or InvalidOperationException or ArgumentException or UnauthorizedAccessException)
+        {
+            console.WriteLine();
+            console.WriteLine($"Error: {ex.Message}");
+            return 1;
+        }
+    }
+
+    private static int Train(FolderOptions options, TextWriter console)
+    {
+        var total = Stopwatch.StartNew();
+        if (!Directory.Exists(options.Folder))
+        {
+            throw new DirectoryNotFoundException($"The image folder '{options.Folder}' does not exist.");
+        }
+
+        string checkpoints = Path.Combine(options.Out, "checkpoints");
+        int resumeStep = LatestCheckpointStep(checkpoints);
+        if (resumeStep > 0 && !options.Resume)
+        {
+            console.WriteLine($"'{options.Out}' already holds a run (its newest checkpoint is at step {resumeStep}): pass --resume to continue it, or choose another --out.");
+            return 2;
+        }
+
+        string[] files = Directory.EnumerateFiles(options.Folder, "*", SearchOption.AllDirectories)
+            .Where(f => Extensions.Contains(Path.GetExtension(f).ToLowerInvariant())).OrderBy(f => f, StringComparer.Ordinal).ToArray();
+        int channels = options.Channels switch
+        {
+            "1" => 1,
+            "3" => 3,
+            _ => files.Length == 0 ? 1 : DetectChannels(files),
+        };
+
+        var mlContext = new MLContext(seed: options.Seed);
+        IDataView data = ImageFolder.Load(mlContext, options.Folder, options.Size, channels, labelsFromSubfolders: options.Labels);
+        string classes = string.Empty;
+        if (options.Labels)
+        {
+            VBuffer<ReadOnlyMemory<char>> names = default;
+            data.Schema["Label"].GetKeyValues(ref names);
+            classes = $", {names.Length} classes: {string.Join(", ", names.DenseValues().Select(n => n.Length == 0 ? "(top folder)" : n.ToString()))}";
+        }
+
+        console.WriteLine($"Data: {files.Length} images in {Path.GetFullPath(options.Folder)}{classes}; as {options.Size}×{options.Size} {(channels == 1 ? "gray" : "RGB")}.");
+        Directory.CreateDirectory(options.Out);
+        var trainer = new DiffusionTrainerOptions
+        {
+            ImageColumnName = "Pixels",
+            LabelColumnName = options.Labels ? "Label" : null,
+            ImageSize = options.Size,
+            Channels = channels,
+            Timesteps = options.Timesteps,
+            Schedule = BetaSchedule.Cosine,
+            Objective = PredictionTarget.Velocity,
+            Loss = DiffusionLoss.MeanSquaredError,
+            Network = new UNetOptions { Dim = options.Dim, DimMults = options.Mults.ToArray() },
+            BatchSize = options.Batch,
+            LearningRate = options.LearningRate,
+            WarmupSteps = options.Warmup,
+            EmaDecay = 0.995,
+            RandomHorizontalFlip = options.Flip,
+            TrainSteps = options.Steps,
+            MaxTrainingTime = options.Minutes is double minutes ? TimeSpan.FromMinutes(minutes) : null,
+            Seed = options.Seed,
+            Device = options.Device,
+            LogEvery = Math.Clamp(options.SampleEvery / 10, 1, 50),
+            CheckpointDirectory = checkpoints,
+            CheckpointEvery = options.SampleEvery,
+            KeepCheckpoints = 2,
+            Resume = options.Resume,
+            Sampling = new DiffusionSamplerOptions
+            {
+                Method = SamplingMethod.Ddim,
+                Steps = options.SamplingSteps,
+                GuidanceScale = options.Labels ? options.Guidance : 1.0,
+                Seed = options.Seed,
+            },
+        };
+        trainer.Validate();
+
+        string logPath = Path.Combine(options.Out, "training-log.csv");
+        var curve = options.Resume ? ReadLog(logPath).Where(p => p.Step <= resumeStep).ToList() : new List<TrainingProgress>();
+        console.WriteLine(options.Resume && resumeStep > 0
+            ? $"Resuming from step {resumeStep} of {options.Steps} ({checkpoints})."
+            : $"Training {options.Steps} steps of {options.Batch} images; a sample grid and a model file every {options.SampleEvery} steps in {Path.GetFullPath(options.Out)}.");
+        using var log = new StreamWriter(logPath, append: false);
+        log.WriteLine("step,loss,lr,images_per_second");
+        foreach (var p in curve)
+        {
+            WriteRow(log, p);
+        }
+
+        var bar = new ProgressBar(console);
+        trainer.Progress = new Reporter(p =>
+        {
+            curve.Add(p);
+            WriteRow(log, p);
+            bar.Show(p, trainer.MaxTrainingTime);
+        });
+
+        using var sampler = MilestoneTraining.Fit(mlContext, data, trainer, options.SampleEvery, milestone =>
+        {
+            int step = milestone.Model.TrainedSteps;
+            string grid = string.Create(CultureInfo.InvariantCulture, $"sample-{step:D6}.png");
+            string model = string.Create(CultureInfo.InvariantCulture, $"model-{step:D6}.zip");
+            WriteGrid(milestone, options, Path.Combine(options.Out, grid));
+            milestone.Save(mlContext, Path.Combine(options.Out, model));
+            log.Flush();
+            if (curve.Count > 0)
+            {
+                TrainingCurve.Save(curve, Path.Combine(options.Out, "training-curve.png"));
+            }
+
+            bar.Done();
+            console.WriteLine($"step {step}: {grid}, {model}, training-curve.png");
+        });
+        bar.Done();
+        log.Flush();
+        sampler.Save(mlContext, Path.Combine(options.Out, "model.zip"));
+        console.WriteLine($"Trained to step {sampler.Model.TrainedSteps} in {total.Elapsed:hh\\:mm\\:ss}. Wrote {Path.GetFullPath(options.Out)}: model.zip (the final model), "
+            + "sample-*.png, model-*.zip, training-log.csv, training-curve.png, checkpoints/.");
+        return 0;
+    }
+
+    private static void WriteGrid(DiffusionSampler sampler, FolderOptions options, string path)
+    {
+        int count = options.Samples;
+        int columns = (int)Math.Ceiling(Math.Sqrt(count));
+        var seeds = Enumerable.Range(0, count).Select(i => ((long)options.Seed * 1000) + i).ToArray();
+        int classCount = sampler.Model.ClassCount;
+        using var scope = NewDisposeScope();
+        var labels = classCount > 0 ? tensor(Enumerable.Range(0, count).Select(i => (long)(i % classCount)).ToArray()) : null;
+        var images = sampler.Options.CreateSampler().Sample(sampler.Model.Diffusion, seeds, labels);
+        var names = sampler.Model.ClassNames;
+        var captions = classCount > 0
+            ? Enumerable.Range(0, count).Select(i => names is not null && i % classCount < names.Count ? names[i % classCount] : (i % classCount).ToString(CultureInfo.InvariantCulture)).ToArray()
+            : null;
+        ImageConversion.SavePng(DiffusionPictures.LabelledGrid(images, columns, captions, scale: Math.Max(1, 64 / options.Size)), path);
+    }
+
+    // Gray when every sampled image (up to 64, spread over the folder) has R = G = B everywhere.
+    private static int DetectChannels(string[] files)
+    {
+        int samples = Math.Min(64, files.Length);
+        for (int k = 0; k < samples; k++)
+        {
+            using var image = MLImage.CreateFromFile(files[(int)((long)k * files.Length / samples)]);
+            ReadOnlySpan<byte> pixels = image.Pixels;
+            for (int i = 0; i + 3 < pixels.Length; i += 4)
+            {
+                if (pixels[i] != pixels[i + 1] || pixels[i + 1] != pixels[i + 2])
+                {
+                    return 3;
+                }
+            }
+        }
+
+        return 1;
+    }
+
+    private static int LatestCheckpointStep(string directory)
+    {
+        if (!Directory.Exists(directory))
+        {
+            return 0;
+        }
+
+        return Directory.GetFiles(directory, "checkpoint-*.ckpt")
+            .Select(f => Path.GetFileNameWithoutExtension(f)["checkpoint-".Length..])
+            .Select(s => int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int step) ? step : 0)
+            .DefaultIfEmpty(0)
+            .Max();
+    }
+
+    private static void WriteRow(StreamWriter log, TrainingProgress p) =>
+        log.WriteLine(FormattableString.Invariant($"{p.Step},{p.Loss:G6},{p.LearningRate:G6},{p.ImagesPerSecond:F2}"));
+
+    private static IEnumerable<TrainingProgress> ReadLog(string path)
+    {
+        if (!File.Exists(path))
+        {
+            yield break;
+        }
+
+        foreach (string line in File.ReadLines(path).Skip(1))
+        {
+            string[] f = line.Split(',');
+            if (f.Length == 4
+                && int.TryParse(f[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out int step)
+                && double.TryParse(f[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double loss)
+                && double.TryParse(f[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double lr)
+                && double.TryParse(f[3], NumberStyles.Float, CultureInfo.InvariantCulture, out double rate))
+            {
+                yield return new TrainingProgress(step, 0, loss, lr, rate, TimeSpan.Zero, TimeSpan.Zero, 0);
+            }
+        }
+    }
+
+    private sealed class Reporter : IProgress<TrainingProgress>
+    {
+        private readonly Action<TrainingProgress> action;
+
+        public Reporter(Action<TrainingProgress> action) => this.action = action;
+
+        public void Report(TrainingProgress value) => action(value);
+    }
+}
