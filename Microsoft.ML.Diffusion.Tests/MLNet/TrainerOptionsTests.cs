@@ -214,7 +214,7 @@ public sealed class TrainerOptionsTests
             return new[] { 0.01, 0.02, 0.03 };
         }
 
-        if (type == typeof(UNetOptions))
+        if (type == typeof(DenoiserOptions) || type == typeof(UNetOptions))
         {
             return new UNetOptions { Dim = 12, DimMults = new[] { 1, 3 }, Channels = 3, Dropout = 0.2, AttentionHeads = 3, AttentionDimHead = 5, LearnedVariance = true, ClassCount = 4 };
         }

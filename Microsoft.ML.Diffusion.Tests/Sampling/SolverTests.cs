@@ -115,6 +115,8 @@ public sealed class SolverTests
 
     // The network's noise prediction for x_t is exact for N(Mean, Spread²) data: ε̂ = (x_t − α x̂₀)/σ with
     // x̂₀ = E[x₀ | x_t] = μ + α s²/(α² s² + σ²)·(x_t − α μ).
+    internal static GaussianDiffusion AnalyticDiffusion() => Analytic(out _);
+
     private static GaussianDiffusion Analytic(out NoiseSchedule schedule)
     {
         schedule = NoiseSchedule.Cosine(1000);
@@ -169,5 +171,72 @@ public sealed class SolverTests
             var start = Mean + (a * Spread * Spread / ((a * a * Spread * Spread) + (sigma * sigma)) * (x - (a * Mean)));
             return ((x - (a * start)) / sigma).MoveToOuterDisposeScope();
         }
+    }
+}
+
+/// <summary>Image-to-image and inpainting against the same closed-form model (pixels independent, N(0.3, 0.2²)).</summary>
+[TestClass]
+public sealed class ImageEditTests
+{
+    private static readonly long[] Seeds = Enumerable.Range(0, 48).Select(i => (long)(300 + i)).ToArray();
+
+    [TestMethod]
+    public void InpaintingKeepsTheKnownPixelsAndDrawsTheRestFromTheData()
+    {
+        using var diffusion = SolverTests.AnalyticDiffusion();
+        using var images = full(new long[] { Seeds.Length, 1, 4, 4 }, -0.9f); // far from the data: kept pixels must stay
+        using var mask = zeros(new long[] { Seeds.Length, 1, 4, 4 });
+        mask[.., .., ..2, ..] = 1; // keep the top half
+        foreach (var (sampler, resampling) in new (TimestepSampler, int)[] { (new DdpmSampler { ClipDenoised = false }, 1), (new DdpmSampler { ClipDenoised = false }, 3), (new DdimSampler { Steps = 25, Eta = 1, ClipDenoised = false }, 1), (new DdimSampler { Steps = 25, Eta = 1, ClipDenoised = false }, 3) })
+        {
+            using var result = sampler.Sample(diffusion, Seeds, null, null, new ImageEdit(images, mask) { Resampling = resampling });
+            Assert.IsTrue(result[.., .., ..2, ..].eq(images[.., .., ..2, ..]).all().item<bool>(), "kept pixels are the image's, exactly");
+            var generated = result[.., .., 2.., ..];
+            double mean = generated.mean().item<float>(), std = generated.std().item<float>();
+            string what = $"{sampler.GetType().Name} U={resampling}: mean {mean:F3}, std {std:F3}";
+            Console.WriteLine(what);
+            if (sampler is DdpmSampler)
+            {
+                // The full ancestral chain is exact in distribution here, with or without RePaint's resampling; DDIM's
+                // 25 coarse η = 1 jumps replace x₀ by its posterior mean and under-disperse (std ≈ 0.16), by design.
+                Assert.AreEqual(0.3, mean, 0.03, what);
+                Assert.AreEqual(0.2, std, 0.03, what);
+            }
+        }
+    }
+
+    [TestMethod]
+    public void ImageToImageStaysCloseAtLowStrengthAndForgetsTheImageAtFullStrength()
+    {
+        using var diffusion = SolverTests.AnalyticDiffusion();
+        using var images = full(new long[] { Seeds.Length, 1, 4, 4 }, 0.8f); // a plausible but unusual image (2 σ above μ)
+        var sampler = new DdimSampler { Steps = 50, ClipDenoised = false };
+        double Distance(double strength)
+        {
+            using var result = sampler.Sample(diffusion, Seeds, null, null, new ImageEdit(images) { Strength = strength });
+            return (result - images).abs().mean().item<float>();
+        }
+
+        double low = Distance(0.05), middle = Distance(0.5), full1 = Distance(1.0);
+        string what = $"mean |edit − image|: s = 0.05 {low:F3}, 0.5 {middle:F3}, 1 {full1:F3}";
+        // At s = 0.05 (t = 50, noise σ ≈ 0.08) the exact denoiser pulls the 2.5 σ image a little towards μ: ≈ 0.065.
+        Assert.IsTrue(low < 0.1 && low < middle / 4, what);
+        Assert.IsTrue(low < middle && middle < full1, what);
+        using var fromNoise = sampler.Sample(diffusion, Seeds);
+        Assert.AreEqual((fromNoise - images).abs().mean().item<float>(), full1, 0.05, "strength 1 is sampling from noise: " + what);
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ImageEdit(images) { Strength = 0 });
+        Assert.ThrowsExactly<ArgumentException>(() => sampler.Sample(diffusion, Seeds[..3], null, null, new ImageEdit(images)));
+    }
+
+    [TestMethod]
+    public void AnEditedImageDependsOnlyOnItsSeedAndItsImage()
+    {
+        using var diffusion = SolverTests.AnalyticDiffusion();
+        using var images = rand(new long[] { 9, 1, 4, 4 }) * 2 - 1;
+        using var mask = (rand(new long[] { 9, 1, 4, 4 }) < 0.5).to(float32);
+        var sampler = new DdimSampler { Steps = 10, Eta = 0.5 };
+        using var batch = sampler.Sample(diffusion, Seeds[..9], null, null, new ImageEdit(images, mask) { Strength = 0.7 });
+        using var alone = sampler.Sample(diffusion, new[] { Seeds[5] }, null, null, new ImageEdit(images[5..6], mask[5..6]) { Strength = 0.7 });
+        Assert.IsTrue(alone[0].eq(batch[5]).all().item<bool>());
     }
 }

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -53,7 +54,20 @@ public abstract class TimestepSampler : ISampler
     }
 
     /// <inheritdoc/>
-    public Tensor Sample(GaussianDiffusion diffusion, IReadOnlyList<long> seeds, Tensor? classes = null, SamplingTrajectory? trajectory = null)
+    public Tensor Sample(GaussianDiffusion diffusion, IReadOnlyList<long> seeds, Tensor? classes = null, SamplingTrajectory? trajectory = null) =>
+        Sample(diffusion, seeds, classes, trajectory, edit: null);
+
+    /// <summary>
+    /// Generates one image per seed, or edits given images (image-to-image, inpainting). An image depends only on its
+    /// seed, its label and its edit, never on the batch.
+    /// </summary>
+    /// <param name="diffusion">The model.</param>
+    /// <param name="seeds">One seed per image.</param>
+    /// <param name="classes">Labels for a class-conditional model (ClassCount = no label), or null.</param>
+    /// <param name="trajectory">Receives intermediate states, or null.</param>
+    /// <param name="edit">The images to start from and the pixels to keep, or null to generate from noise.</param>
+    /// <returns>Images N×C×H×W in [−1, 1] (clamped when <see cref="ClipDenoised"/>), on the model's device.</returns>
+    public Tensor Sample(GaussianDiffusion diffusion, IReadOnlyList<long> seeds, Tensor? classes, SamplingTrajectory? trajectory, ImageEdit? edit)
     {
         ArgumentNullException.ThrowIfNull(diffusion);
         ArgumentNullException.ThrowIfNull(seeds);
@@ -67,7 +81,23 @@ public abstract class TimestepSampler : ISampler
             throw new ArgumentException($"Expected {seeds.Count} labels, one per seed; got shape [{string.Join(", ", classes.shape)}].", nameof(classes));
         }
 
+        var imageShape = new long[] { diffusion.Channels, diffusion.ImageHeight, diffusion.ImageWidth };
+        if (edit is not null)
+        {
+            CheckEdit(edit, seeds.Count, imageShape);
+        }
+
         IReadOnlyList<int> steps = Timesteps(diffusion.Schedule);
+        if (edit is not null)
+        {
+            int start = (int)Math.Round(edit.Strength * (diffusion.Timesteps - 1), MidpointRounding.AwayFromZero);
+            steps = steps.Where(t => t <= start).ToArray();
+            if (steps.Count == 0)
+            {
+                steps = new[] { 0 };
+            }
+        }
+
         var device = diffusion.Device;
         int count = seeds.Count;
         int chunk = ChunkSize(device, count);
@@ -80,44 +110,77 @@ public abstract class TimestepSampler : ISampler
         }
 
         using var noGrad = no_grad();
-        using var noise = new SeededNoise(allSeeds, new long[] { diffusion.Channels, diffusion.ImageHeight, diffusion.ImageWidth }, device, float32);
+        using var noise = new SeededNoise(allSeeds, imageShape, device, float32);
         using var labels = classes is null ? null : PadLabels(classes, padded, diffusion.Model.ClassCount, device);
+
+        // An edit's known pixels are noised with a stream of their own (derived from each seed), so that the sampler's
+        // noise stream is the same with and without an edit.
+        using var editNoise = edit is null ? null : new SeededNoise(allSeeds.Select(s => SeededNoise.DeriveSeed(s, 1)).ToArray(), imageShape, device, float32);
+        using var known = edit is null ? null : Pad(edit.Images.to(float32, device), padded);
+        using var keep = edit?.Mask is null ? null : Pad(edit.Mask.to(float32, device).expand(edit.Images.shape), padded);
         Tensor x = noise.Next();
+        if (known is not null)
+        {
+            using var start = x;
+            x = diffusion.QSample(known, full(padded, steps[0], dtype: int64, device: device), start);
+        }
+
         var states = new IDisposable?[chunks];
         try
         {
-        for (int i = 0; i < steps.Count; i++)
-        {
-            int t = steps[i];
-            int next = i + 1 < steps.Count ? steps[i + 1] : -1;
-            using var scope = NewDisposeScope();
-
-            // Samplers that inject noise draw it at every step, so that the noise stream does not depend on the sampler's
-            // choices (DDIM with η = 1 and DDPM follow the same path); deterministic ones draw nothing after x_T.
-            var fresh = UsesStepNoise ? noise.Next() : null;
-            var tensorT = full(chunk, t, dtype: int64, device: device);
-            var starts = new Tensor[chunks];
-            var results = new Tensor[chunks];
-            for (int c = 0; c < chunks; c++)
+            for (int i = 0; i < steps.Count; i++)
             {
-                var rows = chunks == 1 ? x : x[(c * chunk)..((c + 1) * chunk)];
-                var chunkLabels = labels is null || chunks == 1 ? labels : labels[(c * chunk)..((c + 1) * chunk)];
-                var chunkNoise = fresh is null || chunks == 1 ? fresh : fresh[(c * chunk)..((c + 1) * chunk)];
-                var prediction = diffusion.PMeanVariance(rows, tensorT, chunkLabels, ClipDenoised, GuidanceScale);
-                starts[c] = prediction.PredictedStart;
-                states[c] ??= CreateChunkState();
-                results[c] = Step(diffusion, rows, t, next, prediction, chunkNoise, states[c]);
-            }
+                int t = steps[i];
+                int next = i + 1 < steps.Count ? steps[i + 1] : -1;
+                using var scope = NewDisposeScope();
+                var before = x;
+                int rounds = keep is null || next < 0 ? 1 : edit!.Resampling;
+                for (int round = 0; round < rounds; round++)
+                {
+                    if (round > 0)
+                    {
+                        // RePaint: go back from x_next to x_t with fresh noise, q(x_t | x_next), and do the step again.
+                        double ratio = diffusion.Schedule.AlphasCumprod[t] / diffusion.Schedule.AlphasCumprod[next];
+                        x = (Math.Sqrt(ratio) * x) + (Math.Sqrt(1 - ratio) * editNoise!.Next());
+                    }
 
-            if (trajectory is not null && i % trajectory.Every == 0)
-            {
-                trajectory.Add(t, x[..count], (chunks == 1 ? starts[0] : cat(starts, 0))[..count]);
-            }
+                    // Samplers that inject noise draw it at every step, so that the noise stream does not depend on the
+                    // sampler's choices (DDIM with η = 1 and DDPM follow the same path); deterministic ones draw nothing
+                    // after x_T.
+                    var fresh = UsesStepNoise ? noise.Next() : null;
+                    var tensorT = full(chunk, t, dtype: int64, device: device);
+                    var starts = new Tensor[chunks];
+                    var results = new Tensor[chunks];
+                    for (int c = 0; c < chunks; c++)
+                    {
+                        var rows = chunks == 1 ? x : x[(c * chunk)..((c + 1) * chunk)];
+                        var chunkLabels = labels is null || chunks == 1 ? labels : labels[(c * chunk)..((c + 1) * chunk)];
+                        var chunkNoise = fresh is null || chunks == 1 ? fresh : fresh[(c * chunk)..((c + 1) * chunk)];
+                        var prediction = diffusion.PMeanVariance(rows, tensorT, chunkLabels, ClipDenoised, GuidanceScale);
+                        starts[c] = prediction.PredictedStart;
+                        states[c] ??= CreateChunkState();
+                        results[c] = Step(diffusion, rows, t, next, prediction, chunkNoise, states[c]);
+                    }
 
-            var previous = chunks == 1 ? results[0] : cat(results, 0);
-            x.Dispose();
-            x = previous.MoveToOuterDisposeScope();
-        }
+                    if (round == 0 && trajectory is not null && i % trajectory.Every == 0)
+                    {
+                        trajectory.Add(t, x[..count], (chunks == 1 ? starts[0] : cat(starts, 0))[..count]);
+                    }
+
+                    var result = chunks == 1 ? results[0] : cat(results, 0);
+                    if (keep is not null)
+                    {
+                        // Inpainting: the kept pixels are the known image at the new noise level (the image itself at the end).
+                        var knownAtNext = next < 0 ? known! : diffusion.QSample(known!, full(padded, next, dtype: int64, device: device), editNoise!.Next());
+                        result = (keep * knownAtNext) + ((1 - keep) * result);
+                    }
+
+                    x = result;
+                }
+
+                x = x.MoveToOuterDisposeScope();
+                before.Dispose();
+            }
         }
         finally
         {
@@ -161,6 +224,27 @@ public abstract class TimestepSampler : ISampler
     /// <param name="state">The chunk's state from <see cref="CreateChunkState"/> (the same object at every step), or null.</param>
     /// <returns>x_next.</returns>
     protected abstract Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state);
+
+    private static void CheckEdit(ImageEdit edit, int count, long[] imageShape)
+    {
+        var shape = edit.Images.shape;
+        if (shape.Length != 4 || shape[0] != count || shape[1] != imageShape[0] || shape[2] != imageShape[1] || shape[3] != imageShape[2])
+        {
+            throw new ArgumentException($"Expected {count} images {imageShape[0]}×{imageShape[1]}×{imageShape[2]} to edit, one per seed; got shape [{string.Join(", ", shape)}].", nameof(edit));
+        }
+
+        if (edit.Mask is Tensor mask && (mask.dim() != 4 || mask.shape[0] != count || (mask.shape[1] != 1 && mask.shape[1] != imageShape[0]) || mask.shape[2] != imageShape[1] || mask.shape[3] != imageShape[2]))
+        {
+            throw new ArgumentException($"Expected a mask of {count}×1×{imageShape[1]}×{imageShape[2]} (or one channel per image channel); got shape [{string.Join(", ", mask.shape)}].", nameof(edit));
+        }
+    }
+
+    private static Tensor Pad(Tensor rows, int padded)
+    {
+        using var scope = NewDisposeScope();
+        var result = padded > rows.shape[0] ? cat(new[] { rows, zeros_like(rows[..1]).expand(padded - rows.shape[0], -1, -1, -1) }, 0) : rows.alias();
+        return result.contiguous().MoveToOuterDisposeScope();
+    }
 
     private static Tensor PadLabels(Tensor classes, int padded, int classCount, Device device)
     {
