@@ -112,7 +112,12 @@ public sealed class DiffusionModel : IDisposable
     }
 
     /// <summary>Generates images for the given seeds and labels (label −1 or null = unconditional) as 8-bit planar pixels.</summary>
-    internal byte[][] GeneratePixels(IReadOnlyList<long> seeds, IReadOnlyList<int>? labels, DiffusionSamplerOptions options)
+    /// <param name="seeds">One seed per image.</param>
+    /// <param name="labels">Labels, or null.</param>
+    /// <param name="options">The sampler's options (including the edit strength and resampling).</param>
+    /// <param name="inputs">Images to edit (planar pixels in [0, 255], C·H·W each), or null to generate from noise.</param>
+    /// <param name="masks">Masks for inpainting (H·W or C·H·W each, non-zero = keep), or null.</param>
+    internal byte[][] GeneratePixels(IReadOnlyList<long> seeds, IReadOnlyList<int>? labels, DiffusionSamplerOptions options, IReadOnlyList<float[]>? inputs = null, IReadOnlyList<float[]>? masks = null)
     {
         var sampler = options.CreateSampler();
         using var scope = NewDisposeScope();
@@ -122,7 +127,22 @@ public sealed class DiffusionModel : IDisposable
             classes = tensor(labels.Select(l => l < 0 ? (long)ClassCount : l).ToArray(), dtype: int64);
         }
 
-        var images = sampler.Sample(Diffusion, seeds, classes);
+        ImageEdit? edit = null;
+        if (inputs is not null)
+        {
+            long n = seeds.Count;
+            var start = ImageConversion.PixelsToModel(tensor(inputs.SelectMany(p => p).ToArray(), new long[] { n, Channels, ImageHeight, ImageWidth }));
+            Tensor? keep = null;
+            if (masks is not null)
+            {
+                long maskChannels = masks[0].Length / ((long)ImageHeight * ImageWidth);
+                keep = (tensor(masks.SelectMany(p => p).ToArray(), new long[] { n, maskChannels, ImageHeight, ImageWidth }) != 0).to(float32);
+            }
+
+            edit = new ImageEdit(start, keep) { Strength = options.Strength, Resampling = options.Resampling };
+        }
+
+        var images = sampler.Sample(Diffusion, seeds, classes, null, edit);
         var pixels = ImageConversion.ModelToPixels(images).to(ScalarType.Byte).cpu().contiguous();
         long size = pixels.shape[1] * pixels.shape[2] * pixels.shape[3];
         byte[] all = pixels.data<byte>().ToArray();

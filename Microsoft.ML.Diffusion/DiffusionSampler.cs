@@ -193,10 +193,10 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
     internal event Action<int>? Generating;
 
     /// <summary>Generates images for seeds and labels (−1 = unconditional) with the given options: 8-bit planar pixels.</summary>
-    internal byte[][] GeneratePixels(IReadOnlyList<long> seeds, IReadOnlyList<int> labels, DiffusionSamplerOptions options)
+    internal byte[][] GeneratePixels(IReadOnlyList<long> seeds, IReadOnlyList<int> labels, DiffusionSamplerOptions options, IReadOnlyList<float[]>? inputs = null, IReadOnlyList<float[]>? masks = null)
     {
         Generating?.Invoke(seeds.Count);
-        return Model.GeneratePixels(seeds, labels, options);
+        return Model.GeneratePixels(seeds, labels, options, inputs, masks);
     }
 
     internal void CheckLabel(int? label)

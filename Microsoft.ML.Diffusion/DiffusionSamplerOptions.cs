@@ -53,6 +53,26 @@ public sealed class DiffusionSamplerOptions
     /// </summary>
     public string? LabelColumnName { get; set; }
 
+    /// <summary>
+    /// Gets or sets an input column of images to edit, or null (default) to generate from noise: an
+    /// <see cref="Microsoft.ML.Data.MLImage"/> column of the model's size, or a Single or Byte vector of C·H·W values in
+    /// [0, 255], planar. With it, each row's image is re-imagined (image-to-image, <see cref="Strength"/>) or, with
+    /// <see cref="MaskColumnName"/>, inpainted.
+    /// </summary>
+    public string? InputImageColumnName { get; set; }
+
+    /// <summary>
+    /// Gets or sets an optional input column of masks for inpainting: a Single or Byte vector of H·W (or C·H·W) values,
+    /// non-zero where the input image's pixel is kept, zero where it is regenerated. Needs <see cref="InputImageColumnName"/>.
+    /// </summary>
+    public string? MaskColumnName { get; set; }
+
+    /// <summary>Gets or sets the edit strength s ∈ (0, 1]: the chain starts at timestep round(s·(T − 1)) from the noised input image. Default 1.</summary>
+    public double Strength { get; set; } = 1.0;
+
+    /// <summary>Gets or sets RePaint's resampling rounds per step for inpainting (1 = none). Default 1.</summary>
+    public int Resampling { get; set; } = 1;
+
     /// <summary>Gets or sets the output column of generated images (<see cref="Microsoft.ML.Data.MLImage"/>). Default "GeneratedImage".</summary>
     public string OutputImageColumnName { get; set; } = "GeneratedImage";
 
@@ -74,6 +94,21 @@ public sealed class DiffusionSamplerOptions
         if (SamplerName is string name && !SamplerRegistry.Names.Contains(name, StringComparer.OrdinalIgnoreCase))
         {
             throw new ArgumentOutOfRangeException(nameof(SamplerName), name, $"No sampler is registered as '{name}'; known: {string.Join(", ", SamplerRegistry.Names)}.");
+        }
+
+        if (Strength is not (> 0 and <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Strength), Strength, "DiffusionSamplerOptions.Strength must be in (0, 1].");
+        }
+
+        if (Resampling < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Resampling), Resampling, "DiffusionSamplerOptions.Resampling must be at least 1.");
+        }
+
+        if (MaskColumnName is not null && InputImageColumnName is null)
+        {
+            throw new ArgumentException("DiffusionSamplerOptions.MaskColumnName needs InputImageColumnName: inpainting keeps pixels of an input image.", nameof(MaskColumnName));
         }
 
         if (!Enum.IsDefined(Spacing))

@@ -53,7 +53,7 @@ internal sealed class GeneratedImagesDataView : IDataView
         private readonly DataViewRowCursor inner;
         private readonly HashSet<int> active;
         private DataViewRowCursor? lookahead;
-        private Func<(long Seed, int Label)>? readLookahead;
+        private Func<GenerationRequest>? readLookahead;
         private byte[][] batch = Array.Empty<byte[]>();
         private long batchStart = -1;
 
@@ -142,18 +142,15 @@ internal sealed class GeneratedImagesDataView : IDataView
             }
 
             int rows = binding.RowsPerBatch;
-            var seeds = new List<long>(rows);
-            var labels = new List<int>(rows);
+            var requests = new List<GenerationRequest>(rows);
             do
             {
-                var (seed, label) = readLookahead!();
-                seeds.Add(seed);
-                labels.Add(label);
+                requests.Add(readLookahead!());
             }
-            while (seeds.Count < rows && lookahead.MoveNext());
+            while (requests.Count < rows && lookahead.MoveNext());
 
             batch = Array.Empty<byte[]>(); // the previous batch can be collected while this one is generated
-            batch = binding.Generate(seeds, labels);
+            batch = binding.Generate(requests);
             batchStart = position;
         }
     }

@@ -69,7 +69,7 @@ internal sealed class GeneratedImagesMapper : IRowToRowMapper
         private readonly GenerationBinding binding;
         private readonly DataViewRow input;
         private readonly HashSet<int> active;
-        private Func<(long Seed, int Label)>? read;
+        private Func<GenerationRequest>? read;
         private byte[] cached = Array.Empty<byte>();
         private long cachedPosition = long.MinValue;
 
@@ -112,8 +112,7 @@ internal sealed class GeneratedImagesMapper : IRowToRowMapper
             if (position != cachedPosition)
             {
                 read ??= binding.CreateReader(input);
-                var (seed, label) = read();
-                cached = binding.Generate(new[] { seed }, new[] { label })[0];
+                cached = binding.Generate(new[] { read() })[0];
                 cachedPosition = position;
             }
 

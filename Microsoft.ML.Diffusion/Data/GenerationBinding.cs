@@ -44,12 +44,35 @@ internal sealed class GenerationBinding
             LabelColumn = label;
         }
 
+        if (options.InputImageColumnName is string inputName)
+        {
+            var input = inputSchema.GetColumnOrNull(inputName) ?? throw new ArgumentOutOfRangeException(
+                nameof(inputSchema), $"Input image column '{inputName}' (DiffusionSamplerOptions.InputImageColumnName) is not in the data.");
+            ImageBatchReader.ValidateSchema(inputSchema, inputName, null, model.Channels, model.ImageHeight, model.ImageWidth);
+            InputImageColumn = input;
+        }
+
+        if (options.MaskColumnName is string maskName)
+        {
+            var mask = inputSchema.GetColumnOrNull(maskName) ?? throw new ArgumentOutOfRangeException(
+                nameof(inputSchema), $"Mask column '{maskName}' (DiffusionSamplerOptions.MaskColumnName) is not in the data.");
+            long plane = (long)model.ImageHeight * model.ImageWidth;
+            if (mask.Type is not VectorDataViewType vector || (vector.ItemType != NumberDataViewType.Single && vector.ItemType != NumberDataViewType.Byte)
+                || (vector.Size != plane && vector.Size != plane * model.Channels))
+            {
+                throw new ArgumentOutOfRangeException(
+                    nameof(inputSchema), $"Mask column '{maskName}' has type {mask.Type}; expected a Single or Byte vector of {plane} = H·W (or {plane * model.Channels} = C·H·W) values, non-zero where a pixel is kept.");
+            }
+
+            MaskColumn = mask;
+        }
+
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
         builder.AddColumn(options.OutputImageColumnName, new ImageDataViewType(model.ImageHeight, model.ImageWidth));
         builder.AddColumn(options.OutputPixelsColumnName, new VectorDataViewType(NumberDataViewType.Single, model.Channels, model.ImageHeight, model.ImageWidth));
         OutputSchema = builder.ToSchema();
-        InputColumns = new[] { SeedColumn, LabelColumn }.Where(c => c is not null).Select(c => c!.Value).ToArray();
+        InputColumns = new[] { SeedColumn, LabelColumn, InputImageColumn, MaskColumn }.Where(c => c is not null).Select(c => c!.Value).ToArray();
     }
 
     public DiffusionSampler Sampler { get; }
@@ -65,6 +88,12 @@ internal sealed class GenerationBinding
     public DataViewSchema.Column? SeedColumn { get; }
 
     public DataViewSchema.Column? LabelColumn { get; }
+
+    /// <summary>Gets the column of images to edit, or null.</summary>
+    public DataViewSchema.Column? InputImageColumn { get; }
+
+    /// <summary>Gets the column of inpainting masks, or null.</summary>
+    public DataViewSchema.Column? MaskColumn { get; }
 
     /// <summary>Gets the input columns generation reads (the seed and label columns that exist; possibly none).</summary>
     public IReadOnlyList<DataViewSchema.Column> InputColumns { get; }
@@ -99,16 +128,42 @@ internal sealed class GenerationBinding
     /// Makes a reader of the current row's seed and label. The row must have <see cref="InputColumns"/> active. Rows
     /// without a seed column get <c>DeriveSeed(Options.Seed, row.Position)</c>; rows without a label (or a missing key) get −1.
     /// </summary>
-    public Func<(long Seed, int Label)> CreateReader(DataViewRow row)
+    public Func<GenerationRequest> CreateReader(DataViewRow row)
     {
         Func<long>? seed = SeedColumn is DataViewSchema.Column s ? SeedReader(row, s) : null;
         Func<long?>? label = LabelColumn is DataViewSchema.Column l ? LabelColumnReader.Create(row, l) : null;
+        var model = Sampler.Model;
+        var image = InputImageColumn is DataViewSchema.Column i ? ImageBatchReader.PixelReader(row, i, model.Channels, model.ImageHeight, model.ImageWidth) : null;
+        int imageSize = model.Channels * model.ImageHeight * model.ImageWidth;
+        var mask = MaskColumn is DataViewSchema.Column m ? ImageBatchReader.PixelReader(row, m, 1, 1, ((VectorDataViewType)m.Type).Size) : null;
+        int maskSize = MaskColumn is DataViewSchema.Column mc ? ((VectorDataViewType)mc.Type).Size : 0;
         long runSeed = Options.Seed;
-        return () => (seed?.Invoke() ?? SeededNoise.DeriveSeed(runSeed, row.Position), CheckLabel(label?.Invoke()));
+        return () =>
+        {
+            float[]? pixels = null, keep = null;
+            if (image is not null)
+            {
+                pixels = new float[imageSize];
+                image(pixels, row.Position);
+            }
+
+            if (mask is not null)
+            {
+                keep = new float[maskSize];
+                mask(keep, row.Position);
+            }
+
+            return new GenerationRequest(seed?.Invoke() ?? SeededNoise.DeriveSeed(runSeed, row.Position), CheckLabel(label?.Invoke()), pixels, keep);
+        };
     }
 
-    /// <summary>Generates the images of the given seeds and labels (8-bit planar pixels, one array per image).</summary>
-    public byte[][] Generate(IReadOnlyList<long> seeds, IReadOnlyList<int> labels) => Sampler.GeneratePixels(seeds, labels, Options);
+    /// <summary>Generates the images of the given requests (8-bit planar pixels, one array per image).</summary>
+    public byte[][] Generate(IReadOnlyList<GenerationRequest> requests) => Sampler.GeneratePixels(
+        requests.Select(r => r.Seed).ToArray(),
+        requests.Select(r => r.Label).ToArray(),
+        Options,
+        InputImageColumn is null ? null : requests.Select(r => r.Image!).ToArray(),
+        MaskColumn is null ? null : requests.Select(r => r.Mask!).ToArray());
 
     /// <summary>A getter of a generated column that reads the current row's pixels from <paramref name="current"/>.</summary>
     public ValueGetter<TValue> MakeGetter<TValue>(DataViewSchema.Column column, Func<byte[]> current)
@@ -177,3 +232,6 @@ internal sealed class GenerationBinding
         return (int)value;
     }
 }
+
+/// <summary>What one row asks for: its seed, its label (−1 = none) and, when editing, its image and mask.</summary>
+internal readonly record struct GenerationRequest(long Seed, int Label, float[]? Image, float[]? Mask);

@@ -147,7 +147,7 @@ internal static class ImageBatchReader
         return new TrainingImages(ImageConversion.PixelsToModel(raw), labelTensor, classCount, names);
     }
 
-    private static Action<float[], long> PixelReader(DataViewRowCursor cursor, DataViewSchema.Column column, int channels, int height, int width)
+    internal static Action<float[], long> PixelReader(DataViewRow cursor, DataViewSchema.Column column, int channels, int height, int width)
     {
         string name = column.Name;
         if (column.Type is ImageDataViewType)
