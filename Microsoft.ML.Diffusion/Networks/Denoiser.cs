@@ -1,3 +1,4 @@
+using System;
 using System.Linq;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -52,4 +53,23 @@ public abstract class Denoiser : nn.Module<Tensor, Tensor, Tensor>
     /// <param name="classes">Labels in [0, ClassCount] (ClassCount = no label), a vector of N integers; null = no label.</param>
     /// <returns>N×<see cref="OutputChannels"/>×H×W.</returns>
     public abstract Tensor forward(Tensor x, Tensor time, Tensor? classes);
+
+    /// <summary>Throws a clear exception unless <paramref name="x"/> is N×<see cref="Channels"/>×H×W with sides divisible by <see cref="SizeDivisor"/>.</summary>
+    /// <param name="x">The input images.</param>
+    /// <param name="network">The network's name in messages, for example "U-Net".</param>
+    /// <param name="divisorReason">Why the sides must divide, for example "the patch size".</param>
+    protected void CheckInput(Tensor x, string network, string divisorReason)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        if (x.dim() != 4 || x.shape[1] != Channels)
+        {
+            throw new ArgumentException($"The {network} expects images N×{Channels}×H×W; got shape [{string.Join(", ", x.shape)}].", nameof(x));
+        }
+
+        int divisor = SizeDivisor;
+        if (x.shape[2] % divisor != 0 || x.shape[3] % divisor != 0)
+        {
+            throw new ArgumentException($"Image height and width must be divisible by {divisor} ({divisorReason}); got {x.shape[2]}×{x.shape[3]}.", nameof(x));
+        }
+    }
 }

@@ -93,7 +93,7 @@ public sealed class DiT : Denoiser
     {
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(time);
-        CheckInput(x);
+        CheckInput(x, "DiT", "the patch size");
         using var scope = NewDisposeScope();
         long n = x.shape[0], p = options.PatchSize, rows = x.shape[2] / p, columns = x.shape[3] / p;
 
@@ -117,18 +117,4 @@ public sealed class DiT : Denoiser
         return patches.permute(0, 5, 1, 3, 2, 4).reshape(n, OutputChannels, rows * p, columns * p).MoveToOuterDisposeScope();
     }
 
-    private void CheckInput(Tensor x)
-    {
-        if (x.dim() != 4 || x.shape[1] != options.Channels)
-        {
-            throw new ArgumentException($"The DiT expects images N×{options.Channels}×H×W; got shape [{string.Join(", ", x.shape)}].", nameof(x));
-        }
-
-        int divisor = options.SizeDivisor;
-        if (x.shape[2] % divisor != 0 || x.shape[3] % divisor != 0)
-        {
-            throw new ArgumentException(
-                $"Image height and width must be divisible by {divisor} (the patch size); got {x.shape[2]}×{x.shape[3]}.", nameof(x));
-        }
-    }
 }

@@ -117,7 +117,7 @@ public sealed class UNet : Denoiser
     {
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(time);
-        CheckInput(x);
+        CheckInput(x, "U-Net", $"2^(levels − 1) for {options.Levels} levels");
         using var scope = NewDisposeScope();
         bool cpu = x.device_type == DeviceType.CPU;
         bool ChannelsLast(int level) => cpu && (x.shape[3] >> level) >= ChannelsLastMinWidth;
@@ -165,18 +165,4 @@ public sealed class UNet : Denoiser
     private static nn.Module<Tensor, Tensor> Attention(long dim, bool fullAttention, int heads, int dimHead) =>
         fullAttention ? new FullAttention(dim, heads, dimHead) : new LinearAttention(dim, heads, dimHead);
 
-    private void CheckInput(Tensor x)
-    {
-        if (x.dim() != 4 || x.shape[1] != options.Channels)
-        {
-            throw new ArgumentException($"The U-Net expects images N×{options.Channels}×H×W; got shape [{string.Join(", ", x.shape)}].", nameof(x));
-        }
-
-        int divisor = options.SizeDivisor;
-        if (x.shape[2] % divisor != 0 || x.shape[3] % divisor != 0)
-        {
-            throw new ArgumentException(
-                $"Image height and width must be divisible by {divisor} (2^(levels − 1) for {options.Levels} levels); got {x.shape[2]}×{x.shape[3]}.", nameof(x));
-        }
-    }
 }

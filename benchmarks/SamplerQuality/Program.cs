@@ -4,6 +4,8 @@
 //   dotnet run -c Release --project benchmarks/SamplerQuality -- MODEL.zip CLASSIFIER.bin IDX_FOLDER [IMAGES] [DDPM_IMAGES]
 // where MODEL.zip and CLASSIFIER.bin come from a main-job run (OUT/model.zip, OUT/classifier.bin) and IDX_FOLDER holds
 // t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz). Prints one JSON line per sampler.
+// With "pictures MODEL.zip IDX_FOLDER OUT_FOLDER" it draws the editing pictures of README instead: test items with their
+// top half regenerated (inpainting), and items re-imagined at three strengths (image-to-image).
 using System;
 using System.Diagnostics;
 using System.IO;
@@ -14,6 +16,11 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Data;
 using static TorchSharp.torch;
+
+if (args.Length == 4 && args[0] == "pictures")
+{
+    return EditingPictures.Draw(args[1], args[2], args[3]);
+}
 
 if (args.Length < 3)
 {
@@ -71,3 +78,61 @@ foreach (var (name, algorithm, images) in configurations)
 }
 
 return 0;
+
+internal static class EditingPictures
+{
+    public static int Draw(string modelPath, string idxFolder, string outFolder)
+    {
+        var mlContext = new MLContext(seed: 1);
+        using var sampler = DiffusionSampler.Load(mlContext, modelPath);
+        string Find(string name) => new[] { name + ".gz", name }.Select(n => Path.Combine(idxFolder, n)).First(File.Exists);
+        var test = IdxReader.Load(mlContext, Find("t10k-images-idx3-ubyte"), Find("t10k-labels-idx1-ubyte"));
+        const int Items = 6;
+        var pixelRows = test.GetColumn<VBuffer<float>>("Pixels").Take(Items).Select(v => v.DenseValues().ToArray()).ToArray();
+        var labelValues = test.GetColumn<int>("Label").Take(Items).Select(l => (long)l).ToArray();
+        using var scope = NewDisposeScope();
+        var originals = ImageConversion.PixelsToModel(tensor(pixelRows.SelectMany(r => r).ToArray(), new long[] { Items, 1, 28, 28 }));
+        var labels = sampler.Model.ClassCount > 0 ? tensor(labelValues) : null;
+        var seeds = Enumerable.Range(0, Items).Select(i => 9_000L + i).ToArray();
+        var algorithm = new DdimSampler { Steps = 50, GuidanceScale = sampler.Options.GuidanceScale };
+        var names = sampler.Model.ClassNames;
+        string Name(int i) => names is not null && labelValues[i] >= 0 && labelValues[i] < names.Count ? names[(int)labelValues[i]] : $"class {labelValues[i]}";
+
+        // Inpainting: keep the bottom half, regenerate the top half (RePaint resampling 3).
+        var keep = zeros(new long[] { Items, 1, 28, 28 });
+        keep[.., .., 14.., ..] = 1;
+        var inpainted = algorithm.Sample(sampler.Model.Diffusion, seeds, labels, null, new ImageEdit(originals, keep) { Resampling = 3 });
+        var masked = (originals * keep) + ((1 - keep) * -1);
+        var rows = new System.Collections.Generic.List<Tensor>();
+        var captions = new System.Collections.Generic.List<string>();
+        for (int i = 0; i < Items; i++)
+        {
+            rows.Add(originals[i]);
+            rows.Add(masked[i]);
+            rows.Add(inpainted[i].cpu());
+            captions.AddRange(new[] { Name(i), "TOP HIDDEN", "INPAINTED" });
+        }
+
+        ImageConversion.SavePng(DiffusionPictures.LabelledGrid(stack(rows.ToArray()), 6, captions, scale: 3), Path.Combine(outFolder, "editing-inpainting.png"));
+
+        // Image-to-image at three strengths.
+        rows.Clear();
+        captions.Clear();
+        var strengths = new[] { 0.3, 0.6, 0.9 };
+        var edited = strengths.Select(s => algorithm.Sample(sampler.Model.Diffusion, seeds, labels, null, new ImageEdit(originals) { Strength = s }).cpu()).ToArray();
+        for (int i = 0; i < Items; i++)
+        {
+            rows.Add(originals[i]);
+            captions.Add(Name(i));
+            for (int k = 0; k < strengths.Length; k++)
+            {
+                rows.Add(edited[k][i]);
+                captions.Add(FormattableString.Invariant($"S = {strengths[k]}"));
+            }
+        }
+
+        ImageConversion.SavePng(DiffusionPictures.LabelledGrid(stack(rows.ToArray()), 8, captions, scale: 3), Path.Combine(outFolder, "editing-strengths.png"));
+        Console.WriteLine($"Wrote editing-inpainting.png and editing-strengths.png to {outFolder}.");
+        return 0;
+    }
+}
