@@ -78,7 +78,11 @@ public sealed class DeviceTests
         using var other = Conditional(PredictionTarget.Noise, VarianceType.LearnedRange);
         other.to(device);
         var labels = tensor(new long[] { 0, 1, 2, 3, 4 });
-        foreach (TimestepSampler sampler in new TimestepSampler[] { new DdpmSampler(), new DdimSampler { Steps = 5 }, new DdimSampler { Steps = 5, Eta = 0.7 }, new DdimSampler { Steps = 5, GuidanceScale = 3 } })
+        foreach (TimestepSampler sampler in new TimestepSampler[]
+        {
+            new DdpmSampler(), new DdimSampler { Steps = 5 }, new DdimSampler { Steps = 5, Eta = 0.7 }, new DdimSampler { Steps = 5, GuidanceScale = 3 },
+            new DpmSolverSampler { Steps = 5 }, new EulerAncestralSampler { Steps = 5 },
+        })
         {
             using var trajectory = new SamplingTrajectory(every: 2);
             using var expected = sampler.Sample(cpu, Seeds, labels);
@@ -90,6 +94,67 @@ public sealed class DeviceTests
             Assert.IsTrue(difference < 2e-3, $"{what}: {difference:E2}");
             Assert.IsTrue(TestDevice.Same(trajectory.States[^1], actual), "the trajectory ends with the image");
         }
+    }
+
+    [TestMethod]
+    [DataRow("cpu")]
+    [DataRow("cuda")]
+    public void InpaintingAndImageToImageGiveTheCpuImages(string name)
+    {
+        var device = TestDevice.Require(name);
+        using var cpu = Conditional(PredictionTarget.Noise, VarianceType.FixedSmall);
+        using var other = Conditional(PredictionTarget.Noise, VarianceType.FixedSmall);
+        other.to(device);
+        using var scope = NewDisposeScope();
+        var images = (torch.arange(5 * 64).reshape(5, 1, 8, 8) % 17).to(float32) * (2f / 16) - 1;
+        var mask = (torch.arange(64).reshape(1, 1, 8, 8) % 8 < 4).to(float32).expand(5, 1, 8, 8);
+        foreach (var (what, sampler, strength, resampling, masked) in new (string, TimestepSampler, double, int, bool)[]
+        {
+            ("DDIM image-to-image, strength 0.6", new DdimSampler { Steps = 5 }, 0.6, 1, false),
+            ("DDPM inpainting, 2 resamplings", new DdpmSampler(), 1.0, 2, true),
+        })
+        {
+            var expected = sampler.Sample(cpu, Seeds, null, null, new ImageEdit(images, masked ? mask : null) { Strength = strength, Resampling = resampling });
+            var actual = sampler.Sample(other, Seeds, null, null, new ImageEdit(images.to(device), masked ? mask.to(device) : null) { Strength = strength, Resampling = resampling });
+            Assert.AreEqual(device.type, actual.device_type);
+            double difference = TestDevice.MaxDifference(actual, expected);
+            TestDevice.Record(name, $"max image difference vs cpu, {what}", difference);
+            Assert.IsTrue(difference < 2e-3, $"{what}: {difference:E2}");
+        }
+    }
+
+    [TestMethod]
+    [DataRow("cpu")]
+    [DataRow("cuda")]
+    public void TheDiTTrainsAndSamplesOnTheDevice(string name)
+    {
+        var device = TestDevice.Require(name);
+        GaussianDiffusion Build()
+        {
+            manual_seed(3);
+            var dit = new DiT(new DiTOptions { PatchSize = 2, HiddenSize = 32, Depth = 2, Heads = 2, Channels = 1, LearnedVariance = true, ClassCount = 4 });
+            return new GaussianDiffusion(dit, NoiseSchedule.Create(BetaSchedule.Cosine, 10), 8, 8, PredictionTarget.Noise, DiffusionLoss.MeanSquaredError, VarianceType.LearnedRange);
+        }
+
+        using var cpu = Build();
+        using var other = Build();
+        other.to(device);
+        using var scope = NewDisposeScope();
+        var images = (torch.arange(4 * 64).reshape(4, 1, 8, 8) % 13).to(float32) * (2f / 12) - 1;
+        var labels = tensor(new long[] { 0, 1, 2, 3 });
+        using var g1 = new Generator(5, CPU);
+        using var g2 = new Generator(5, CPU);
+        var expected = cpu.Loss(images, labels, g1);
+        var actual = other.Loss(images.to(device), labels.to(device), g2);
+        actual.backward();
+        double loss = Math.Abs(actual.item<float>() - expected.item<float>()) / Math.Max(1e-6, Math.Abs(expected.item<float>()));
+        TestDevice.Record(name, "DiT relative loss difference", loss);
+        Assert.IsTrue(loss < 1e-3, $"{loss:E2}");
+        Assert.IsTrue(other.Model.parameters().All(p => p.grad is not null && p.grad.device_type == device.type));
+        var sampler = new DdimSampler { Steps = 4, GuidanceScale = 2 };
+        var difference = TestDevice.MaxDifference(sampler.Sample(other, Seeds, tensor(new long[] { 0, 1, 2, 3, 0 }).to(device)), sampler.Sample(cpu, Seeds, tensor(new long[] { 0, 1, 2, 3, 0 })));
+        TestDevice.Record(name, "DiT max image difference vs cpu, DDIM w=2", difference);
+        Assert.IsTrue(difference < 2e-3, $"{difference:E2}");
     }
 
     [TestMethod]

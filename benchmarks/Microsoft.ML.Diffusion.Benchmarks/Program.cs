@@ -127,10 +127,14 @@ internal static class Measure
             "A" => (new UNetOptions { Dim = 32, DimMults = new[] { 1, 2, 4 }, Channels = 1 }, 32),
             "B" => (new UNetOptions { Dim = 64, DimMults = new[] { 1, 2, 4, 8 }, Channels = 3 }, 32),
             "S" => (new UNetOptions { Dim = 16, DimMults = new[] { 1, 2, 4 }, Channels = 1 }, 28),
-            _ => throw new ArgumentException($"Unknown config '{options.Config}'; use A, B or S."),
+            // The main job's network off the CPU (samples/FashionMnist): learned-range variance, the hybrid loss, 28×28.
+            "M" => (new UNetOptions { Dim = 32, DimMults = new[] { 1, 2, 4 }, AttentionHeads = 4, AttentionDimHead = 32, Channels = 1, LearnedVariance = true }, 28),
+            _ => throw new ArgumentException($"Unknown config '{options.Config}'; use A, B, S or M."),
         };
         var unet = new UNet(unetOptions);
-        using var diffusion = new GaussianDiffusion(unet, NoiseSchedule.Sigmoid(1000), size, size, PredictionTarget.Velocity, DiffusionLoss.MeanSquaredError);
+        using var diffusion = options.Config == "M"
+            ? new GaussianDiffusion(unet, NoiseSchedule.Create(BetaSchedule.Cosine, 1000), size, size, PredictionTarget.Noise, DiffusionLoss.MeanSquaredError, VarianceType.LearnedRange)
+            : new GaussianDiffusion(unet, NoiseSchedule.Sigmoid(1000), size, size, PredictionTarget.Velocity, DiffusionLoss.MeanSquaredError);
         diffusion.to(device);
         bool cpu = device.type == DeviceType.CPU;
         var times = new List<double>();
@@ -228,6 +232,7 @@ internal static class Suite
         ("train_B_b256", "B", "train", 256),
         ("ddim50_A_b16", "A", "ddim", 16),
         ("ddim50_A_b256", "A", "ddim", 256),
+        ("train_M_b256", "M", "train", 256), // the main job's network and batch off the CPU; no peer row
     };
 }
 
@@ -298,7 +303,7 @@ internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch,
                 case "--tf32": tf32 = true; break;
                 case "--suite": suite = Next().ToLowerInvariant(); break;
                 case "--peer": peer = Next(); break;
-                default: throw new ArgumentException($"Unknown argument {args[i]}. Usage: --config A|B|S --phase train|ddim|ddpm --batch N [--steps K] [--threads 2] [--warmup W] [--micro-batch M] [--device cpu|cuda|cuda:N] [--tf32] [--json] [--soak] | --suite gpu [--peer PEER_OUTPUT] [--device cuda]");
+                default: throw new ArgumentException($"Unknown argument {args[i]}. Usage: --config A|B|S|M --phase train|ddim|ddpm --batch N [--steps K] [--threads 2] [--warmup W] [--micro-batch M] [--device cpu|cuda|cuda:N] [--tf32] [--json] [--soak] | --suite gpu [--peer PEER_OUTPUT] [--device cuda]");
             }
         }
 

@@ -42,8 +42,8 @@ public sealed class JobOptions
     /// <summary>Gets or sets a value indicating whether bits/dim and Fréchet distance are measured at the end.</summary>
     public bool Metrics { get; set; } = true;
 
-    /// <summary>Gets or sets how many generated and real images the Fréchet distance compares.</summary>
-    public int MetricImages { get; set; } = 200;
+    /// <summary>Gets or sets how many generated and real images the Fréchet distance compares (null: 200 on the CPU, 1,000 on a GPU).</summary>
+    public int? MetricImages { get; set; }
 
     /// <summary>Gets or sets the seed.</summary>
     public int Seed { get; set; } = 1;
@@ -86,5 +86,5 @@ public sealed class JobOptions
             .Integer("--seed", "N", "the seed (default 1)", v => o.Seed = v, min: 0)
             .Number("--experiment", "MINUTES", "first search the diffusion options for that long, then train the best", v => o.Experiment = v)
             .Flag("--no-metrics", "skip bits/dim and the Fréchet distance at the end", () => o.Metrics = false)
-            .Integer("--metric-images", "N", "images the Fréchet distance compares (default 200)", v => o.MetricImages = v, min: 2);
+            .Integer("--metric-images", "N", "images the Fréchet distance compares (default 200 on the CPU, 1000 on a GPU)", v => o.MetricImages = v, min: 2);
 }
