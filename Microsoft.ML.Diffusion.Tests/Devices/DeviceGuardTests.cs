@@ -158,6 +158,21 @@ public sealed class DeviceGuardTests
         Assert.AreEqual(0, offenders.Count, "random draws outside DeviceRandom:\n" + string.Join("\n", offenders));
     }
 
+    [TestMethod]
+    public void TrainingNeverReloadsAModuleWithModuleLoad()
+    {
+        // TorchSharp's Module.load moves a module off the GPU to the CPU and back, which replaces every parameter: the
+        // optimizer and the EMA would then step disposed tensors (the resume failure an H200 showed: "Tensor invalid --
+        // empty handle"). On the CPU nothing moves, so only this source check catches it here. Checkpoints load in place.
+        string training = Path.Combine(RepositoryRoot(), "Microsoft.ML.Diffusion", "Training");
+        var offenders = Directory.EnumerateFiles(training, "*.cs", SearchOption.AllDirectories)
+            .SelectMany(f => File.ReadAllLines(f).Select((line, i) => (File: Path.GetFileName(f), Line: line.Trim(), Number: i + 1)))
+            .Where(x => !x.Line.StartsWith("//", StringComparison.Ordinal) && Regex.IsMatch(x.Line, @"\.load\s*\("))
+            .Select(x => $"{x.File}:{x.Number}: {x.Line}")
+            .ToList();
+        Assert.AreEqual(0, offenders.Count, "Module.load in the training code:\n" + string.Join("\n", offenders));
+    }
+
     internal static string RepositoryRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)

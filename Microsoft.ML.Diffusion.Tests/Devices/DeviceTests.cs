@@ -91,7 +91,12 @@ public sealed class DeviceTests
             double difference = TestDevice.MaxDifference(actual, expected);
             string what = $"{sampler.GetType().Name} η={(sampler as DdimSampler)?.Eta} w={sampler.GuidanceScale}";
             TestDevice.Record(name, $"max image difference vs cpu, {what}", difference);
-            Assert.IsTrue(difference < 2e-3, $"{what}: {difference:E2}");
+
+            // The first steps divide the predicted noise by √ᾱ_t (≈ 0.03 at the end of this 10-step cosine schedule), so a
+            // float rounding difference of 1e-6 between the devices grows to ~1e-3 in the image; guidance scales the noise
+            // difference by up to 2w − 1 (an H200 measured 1.9e-3 at w = 1 and 1.3e-2 at w = 3). A device bug gives O(1).
+            double tolerance = 4e-3 * ((2 * sampler.GuidanceScale) - 1);
+            Assert.IsTrue(difference < tolerance, $"{what}: {difference:E2} (tolerance {tolerance:E1})");
             Assert.IsTrue(TestDevice.Same(trajectory.States[^1], actual), "the trajectory ends with the image");
         }
     }
@@ -133,6 +138,17 @@ public sealed class DeviceTests
         {
             manual_seed(3);
             var dit = new DiT(new DiTOptions { PatchSize = 2, HiddenSize = 32, Depth = 2, Heads = 2, Channels = 1, LearnedVariance = true, ClassCount = 4 });
+            using (no_grad())
+            {
+                // The DiT starts with zero modulations and a zero output layer (adaLN-Zero): its output would be exactly 0
+                // on every device and the comparison empty. The same perturbation of every weight for both copies.
+                using var generator = new Generator(4, CPU);
+                foreach (var p in dit.parameters())
+                {
+                    p.add_(DeviceRandom.Normal(p.shape, CPU, generator: generator) * 0.05);
+                }
+            }
+
             return new GaussianDiffusion(dit, NoiseSchedule.Create(BetaSchedule.Cosine, 10), 8, 8, PredictionTarget.Noise, DiffusionLoss.MeanSquaredError, VarianceType.LearnedRange);
         }
 
@@ -149,12 +165,13 @@ public sealed class DeviceTests
         actual.backward();
         double loss = Math.Abs(actual.item<float>() - expected.item<float>()) / Math.Max(1e-6, Math.Abs(expected.item<float>()));
         TestDevice.Record(name, "DiT relative loss difference", loss);
+        Assert.IsTrue(expected.item<float>() > 0 && cpu.Model.forward(images, tensor(new long[] { 1, 2, 3, 4 }), labels).abs().max().item<float>() > 1e-3, "the perturbed DiT's output is not zero");
         Assert.IsTrue(loss < 1e-3, $"{loss:E2}");
         Assert.IsTrue(other.Model.parameters().All(p => p.grad is not null && p.grad.device_type == device.type));
         var sampler = new DdimSampler { Steps = 4, GuidanceScale = 2 };
         var difference = TestDevice.MaxDifference(sampler.Sample(other, Seeds, tensor(new long[] { 0, 1, 2, 3, 0 }).to(device)), sampler.Sample(cpu, Seeds, tensor(new long[] { 0, 1, 2, 3, 0 })));
         TestDevice.Record(name, "DiT max image difference vs cpu, DDIM w=2", difference);
-        Assert.IsTrue(difference < 2e-3, $"{difference:E2}");
+        Assert.IsTrue(difference < 4e-3 * 3, $"{difference:E2} (tolerance as for the U-Net's samplers at w = 2)");
     }
 
     [TestMethod]

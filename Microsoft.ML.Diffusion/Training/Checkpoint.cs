@@ -167,6 +167,39 @@ internal static class Checkpoint
         return end;
     }
 
+    // Reads what Module.save wrote (a LEB128 entry count, then name and tensor per entry) into the module's own tensors.
+    // Module.load cannot be used off the CPU: it moves the module to the CPU and back, which replaces every parameter, so
+    // the optimizer and the EMA would go on with the old, disposed ones (found on an H200: "Tensor invalid -- empty handle").
+    private static void LoadInPlace(nn.Module module, BinaryReader reader, Action<bool, string> require)
+    {
+        var tensors = module.state_dict();
+        long entries = ReadLeb128(reader);
+        require(entries == tensors.Count, string.Create(CultureInfo.InvariantCulture, $"it holds {entries} network tensors; this network has {tensors.Count}"));
+        for (long i = 0; i < entries; i++)
+        {
+            string name = reader.ReadString();
+            require(tensors.TryGetValue(name, out var target), $"it holds a network tensor named '{name}' that this network lacks");
+            using var noGrad = no_grad();
+            target!.Load(reader);
+        }
+    }
+
+    private static long ReadLeb128(BinaryReader reader)
+    {
+        long result = 0;
+        for (int shift = 0; shift < 64; shift += 7)
+        {
+            long b = reader.ReadByte();
+            result |= (b & 0x7f) << shift;
+            if ((b & 0x80) == 0)
+            {
+                return result;
+            }
+        }
+
+        throw new InvalidDataException("A length in the checkpoint is malformed.");
+    }
+
     private static int ReadBody(BinaryReader reader, Stream stream, long end, string path, TrainingState state)
     {
         long Left() => end - stream.Position;
@@ -204,7 +237,7 @@ internal static class Checkpoint
             Require(order[i] >= 0 && order[i] < count, "a data row index out of range");
         }
 
-        state.Network.load(reader, strict: true);
+        LoadInPlace(state.Network, reader, Require);
         int emaCount = reader.ReadInt32();
         if ((state.Ema?.Shadow.Count ?? 0) != emaCount)
         {

@@ -14,6 +14,7 @@ arg=${2:-}
 work=/tmp/records
 mkdir -p $work /tmp/fashion-mnist
 for f in .gpu/data/*.xz; do xz -dc "$f" > /tmp/fashion-mnist/$(basename "$f" .xz); done
+cp samples/data/fashion-mnist/t10k-* /tmp/fashion-mnist/
 cat > /tmp/inner.sh <<EOF
 set -u
 start=\$SECONDS
