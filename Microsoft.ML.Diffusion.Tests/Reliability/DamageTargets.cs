@@ -116,7 +116,7 @@ internal sealed class CheckpointTarget : IDamageTarget, IDisposable
     private const string Fingerprint = "damage-campaign";
     private readonly string rewriteDirectory;
     private readonly GaussianDiffusion diffusion;
-    private readonly TorchSharp.Modules.OptimizerHelper optimizer;
+    private readonly FusedAdamW optimizer;
     private readonly ExponentialMovingAverage ema;
     private readonly Generator noise = new(1, CPU);
     private readonly Generator order = new(2, CPU);
@@ -152,9 +152,8 @@ internal sealed class CheckpointTarget : IDamageTarget, IDisposable
         }
 
         diffusion = DiffusionModel.BuildDiffusion(config);
-        var parameters = diffusion.Model.parameters().ToArray();
-        optimizer = optim.AdamW(parameters, lr: options.LearningRate, beta1: 0.9, beta2: 0.99, weight_decay: options.WeightDecay);
-        ema = new ExponentialMovingAverage(diffusion.Model, options.EmaDecay);
+        optimizer = new FusedAdamW(diffusion.Model.parameters(), options.LearningRate, beta1: 0.9, beta2: 0.99, weightDecay: options.WeightDecay);
+        ema = new ExponentialMovingAverage(optimizer, options.EmaDecay);
         state = new TrainingState(diffusion.Model, optimizer, ema, noise, order, randperm(4).DetachFromDisposeScope(), Fingerprint);
     }
 

@@ -83,7 +83,7 @@ internal static class Checkpoint
                     }
                 }
 
-                state.Optimizer.save_state_dict(writer);
+                state.Optimizer.Save(writer);
                 writer.Write(System.Text.Encoding.ASCII.GetBytes(Trailer));
                 writer.Flush();
                 file.Write(hashing.Hash());
@@ -173,7 +173,7 @@ internal static class Checkpoint
     private static void LoadInPlace(nn.Module module, BinaryReader reader, Action<bool, string> require)
     {
         var tensors = module.state_dict();
-        long entries = ReadLeb128(reader);
+        long entries = FusedAdamW.ReadLeb128(reader);
         require(entries == tensors.Count, string.Create(CultureInfo.InvariantCulture, $"it holds {entries} network tensors; this network has {tensors.Count}"));
         for (long i = 0; i < entries; i++)
         {
@@ -182,22 +182,6 @@ internal static class Checkpoint
             using var noGrad = no_grad();
             target!.Load(reader);
         }
-    }
-
-    private static long ReadLeb128(BinaryReader reader)
-    {
-        long result = 0;
-        for (int shift = 0; shift < 64; shift += 7)
-        {
-            long b = reader.ReadByte();
-            result |= (b & 0x7f) << shift;
-            if ((b & 0x80) == 0)
-            {
-                return result;
-            }
-        }
-
-        throw new InvalidDataException("A length in the checkpoint is malformed.");
     }
 
     private static int ReadBody(BinaryReader reader, Stream stream, long end, string path, TrainingState state)
@@ -264,7 +248,15 @@ internal static class Checkpoint
             }
         }
 
-        state.Optimizer.load_state_dict(reader);
+        try
+        {
+            state.Optimizer.Load(reader);
+        }
+        catch (InvalidDataException ex)
+        {
+            throw new InvalidDataException($"Checkpoint '{path}' is damaged: {ex.Message}", ex);
+        }
+
         Require(System.Text.Encoding.ASCII.GetString(reader.ReadBytes(Trailer.Length)) == Trailer && stream.Position == end, "it is incomplete or has bytes after its end marker");
         state.NoiseGenerator.set_state(noiseState);
         state.OrderGenerator.set_state(orderState);
@@ -416,7 +408,7 @@ internal static class Checkpoint
 /// <summary>The live objects of a training run that a checkpoint saves and restores.</summary>
 internal sealed class TrainingState : IDisposable
 {
-    public TrainingState(Denoiser network, OptimizerHelper optimizer, ExponentialMovingAverage? ema, Generator noiseGenerator, Generator orderGenerator, Tensor order, string fingerprint)
+    public TrainingState(Denoiser network, FusedAdamW optimizer, ExponentialMovingAverage? ema, Generator noiseGenerator, Generator orderGenerator, Tensor order, string fingerprint)
     {
         Network = network;
         Optimizer = optimizer;
@@ -429,7 +421,7 @@ internal sealed class TrainingState : IDisposable
 
     public Denoiser Network { get; }
 
-    public OptimizerHelper Optimizer { get; }
+    public FusedAdamW Optimizer { get; }
 
     public ExponentialMovingAverage? Ema { get; }
 

@@ -46,9 +46,10 @@ internal sealed class DiffusionTrainingLoop
         var device = diffusion.Device;
         var network = diffusion.Model;
         network.train();
-        var parameters = network.parameters().ToArray();
-        using var optimizer = optim.AdamW(parameters, lr: options.LearningRate, beta1: 0.9, beta2: 0.99, weight_decay: options.WeightDecay);
-        using var ema = options.EmaDecay > 0 ? new ExponentialMovingAverage(network, options.EmaDecay) : null;
+        // One flat buffer for the parameters, one for the gradients: the optimizer, the gradient norm, the clipping and the
+        // EMA are a few kernels per step instead of a few per parameter tensor (on a GPU, kernel launches bound the step).
+        using var optimizer = new FusedAdamW(network.parameters(), options.LearningRate, beta1: 0.9, beta2: 0.99, weightDecay: options.WeightDecay);
+        using var ema = options.EmaDecay > 0 ? new ExponentialMovingAverage(optimizer, options.EmaDecay) : null;
         // CPU generators on every device (TorchSharp makes no others): draws go through DeviceRandom, so a run's random
         // numbers are the same on every device and a checkpoint's generator states resume on any of them.
         using var noiseGenerator = new Generator(unchecked((ulong)seed), CPU);
@@ -73,16 +74,13 @@ internal sealed class DiffusionTrainingLoop
         {
             options.CancellationToken.ThrowIfCancellationRequested();
             double lr = LearningRateAt(step, options.LearningRate, warmup);
-            foreach (var group in optimizer.ParamGroups)
-            {
-                group.LearningRate = lr;
-            }
+            optimizer.LearningRate = lr;
 
             double stepLoss;
             bool finite;
             using (var scope = NewDisposeScope())
             {
-                optimizer.zero_grad();
+                optimizer.ZeroGrad();
                 Tensor? lossSum = null;
                 for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
                 {
@@ -112,19 +110,19 @@ internal sealed class DiffusionTrainingLoop
                 }
 
                 // The step's one host synchronisation: the loss and the gradient norm, read together.
-                var norm = GradientNorm(parameters, device);
+                var norm = optimizer.FlatGradients.norm().to(float64);
                 var host = stack(new[] { lossSum!.to(float64), norm }).cpu().data<double>().ToArray();
                 stepLoss = host[0];
                 finite = double.IsFinite(host[0]) && double.IsFinite(host[1]);
                 if (finite)
                 {
-                    ClipGradients(parameters, host[1], options.GradientClip);
-                    optimizer.step();
+                    ClipGradients(optimizer, host[1], options.GradientClip);
+                    optimizer.Step();
                     ema?.Update();
                 }
                 else
                 {
-                    optimizer.zero_grad();
+                    optimizer.ZeroGrad();
                 }
             }
 
@@ -238,18 +236,8 @@ internal sealed class DiffusionTrainingLoop
         return parts.Count == 1 ? parts[0] : cat(parts.ToArray(), 0);
     }
 
-    // The global L2 norm of the gradients (the norm of the per-parameter norms, as clip_grad_norm_ computes it), as a
-    // float64 scalar on the device.
-    private static Tensor GradientNorm(Parameter[] parameters, Device device)
-    {
-        using var scope = NewDisposeScope();
-        var norms = parameters.Where(p => p.grad is not null).Select(p => p.grad!.norm()).ToArray();
-        var norm = norms.Length == 0 ? zeros(1, dtype: float64, device: device).squeeze() : stack(norms).norm().to(float64);
-        return norm.MoveToOuterDisposeScope();
-    }
-
     // Scales the gradients by max / (norm + 1e-6) when that is below 1 (clip_grad_norm_'s rule); max ≤ 0 means no clipping.
-    private static void ClipGradients(Parameter[] parameters, double norm, double max)
+    private static void ClipGradients(FusedAdamW optimizer, double norm, double max)
     {
         double coefficient = max / (norm + 1e-6);
         if (max <= 0 || coefficient >= 1)
@@ -258,9 +246,6 @@ internal sealed class DiffusionTrainingLoop
         }
 
         using var noGrad = no_grad();
-        foreach (var p in parameters)
-        {
-            p.grad?.mul_(coefficient);
-        }
+        optimizer.FlatGradients.mul_(coefficient);
     }
 }

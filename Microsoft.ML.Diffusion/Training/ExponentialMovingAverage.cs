@@ -17,6 +17,8 @@ public sealed class ExponentialMovingAverage : IDisposable
 {
     private readonly Tensor[] shadow;
     private readonly Parameter[] parameters;
+    private readonly Tensor? flatShadow;
+    private readonly Tensor? flatParameters;
 
     /// <summary>Initializes a new instance of the <see cref="ExponentialMovingAverage"/> class with a copy of the current parameters.</summary>
     /// <param name="module">The trained network.</param>
@@ -33,6 +35,35 @@ public sealed class ExponentialMovingAverage : IDisposable
         parameters = module.parameters().ToArray();
         using var noGrad = no_grad();
         shadow = parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray();
+    }
+
+    /// <summary>
+    /// Initializes a new instance of the <see cref="ExponentialMovingAverage"/> class over the flat parameter buffer of a
+    /// <see cref="FusedAdamW"/>: an update is two kernels whatever the number of parameter tensors.
+    /// </summary>
+    /// <param name="optimizer">The optimizer whose parameters are averaged.</param>
+    /// <param name="maxDecay">The decay the ramp tends to, in [0, 1).</param>
+    public ExponentialMovingAverage(FusedAdamW optimizer, double maxDecay)
+    {
+        ArgumentNullException.ThrowIfNull(optimizer);
+        if (maxDecay is < 0 or >= 1 || double.IsNaN(maxDecay))
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxDecay), maxDecay, "The EMA decay must be in [0, 1).");
+        }
+
+        MaxDecay = maxDecay;
+        parameters = optimizer.Parameters.ToArray();
+        flatParameters = optimizer.FlatParameters;
+        using var noGrad = no_grad();
+        flatShadow = flatParameters.detach().clone().DetachFromDisposeScope();
+        long offset = 0;
+        shadow = new Tensor[parameters.Length];
+        for (int i = 0; i < parameters.Length; i++)
+        {
+            long n = parameters[i].numel();
+            shadow[i] = flatShadow.narrow(0, offset, n).view(parameters[i].shape).DetachFromDisposeScope();
+            offset += n;
+        }
     }
 
     /// <summary>Gets the decay the ramp tends to.</summary>
@@ -55,9 +86,16 @@ public sealed class ExponentialMovingAverage : IDisposable
     {
         double decay = DecayAt(Updates, MaxDecay);
         using var noGrad = no_grad();
-        for (int i = 0; i < shadow.Length; i++)
+        if (flatShadow is not null)
         {
-            shadow[i].mul_(decay).add_(parameters[i].detach(), alpha: 1.0 - decay);
+            flatShadow.mul_(decay).add_(flatParameters!, alpha: 1.0 - decay);
+        }
+        else
+        {
+            for (int i = 0; i < shadow.Length; i++)
+            {
+                shadow[i].mul_(decay).add_(parameters[i].detach(), alpha: 1.0 - decay);
+            }
         }
 
         Updates++;
@@ -108,5 +146,7 @@ public sealed class ExponentialMovingAverage : IDisposable
         {
             t.Dispose();
         }
+
+        flatShadow?.Dispose();
     }
 }

@@ -146,7 +146,8 @@ internal static class Measure
         if (phase is "train" or "soak")
         {
             int steps = options.Soak ? 2000 : options.Steps ?? 20;
-            using var optimizer = optim.Adam(diffusion.parameters(), lr: 1e-4, beta1: 0.9, beta2: 0.99);
+            // The library's optimizer (as the training loop uses it; Adam = AdamW without weight decay): one flat buffer.
+            using var optimizer = new FusedAdamW(diffusion.Model.parameters(), 1e-4, beta1: 0.9, beta2: 0.99, weightDecay: 0);
             using var images = (rand(batch, unetOptions.Channels, size, size) * 2 - 1).to(device);
             using var generator = new Generator(0, CPU); // as the training loop draws t and ε (DeviceRandom)
             for (int step = 0; step < warmup + steps; step++)
@@ -154,7 +155,7 @@ internal static class Measure
                 var clock = Stopwatch.StartNew();
                 using (var scope = NewDisposeScope())
                 {
-                    optimizer.zero_grad();
+                    optimizer.ZeroGrad();
                     int chunk = options.MicroBatch is int m && m < batch ? m : batch;
                     for (int start = 0; start < batch; start += chunk)
                     {
@@ -164,7 +165,7 @@ internal static class Measure
                         loss.backward();
                     }
 
-                    optimizer.step();
+                    optimizer.Step();
                 }
 
                 if (cpu)
