@@ -75,6 +75,37 @@ public static class DeviceRandom
             : OnDevice(randperm(n, device: CPU, generator: generator), device);
     }
 
+    /// <summary>
+    /// The random source of one training step's timesteps and noise. On the CPU it is <paramref name="cpuGenerator"/>
+    /// (the run's generator, saved in checkpoints). Elsewhere the draws are made on the device itself — a batch's noise
+    /// drawn on the CPU and copied costs a GPU step several milliseconds — from its global generator, seeded here from the
+    /// run's seed and the step index: a run is reproducible on its device and resumes exactly without saving any GPU
+    /// generator state (TorchSharp can neither create CUDA generators nor read their state). Dropout on the device draws
+    /// from the same seeded generator. The numbers differ from the CPU's.
+    /// </summary>
+    /// <param name="device">The training device.</param>
+    /// <param name="cpuGenerator">The run's CPU generator.</param>
+    /// <param name="seed">The run's seed.</param>
+    /// <param name="step">The step index (0-based).</param>
+    /// <returns><paramref name="cpuGenerator"/> on the CPU; null (the device's seeded global generator) elsewhere.</returns>
+    public static Generator? ForTrainingStep(Device device, Generator cpuGenerator, long seed, long step)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(cpuGenerator);
+        if (device.type == DeviceType.CPU)
+        {
+            return cpuGenerator;
+        }
+
+        // SplitMix64 of (seed, step): neighbouring steps and seeds get unrelated generator seeds.
+        ulong z = unchecked(((ulong)seed * 0x9E3779B97F4A7C15UL) + (ulong)step + 0x632BE59BD9B4E019UL);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        z ^= z >> 31;
+        torch.cuda.manual_seed_all(unchecked((long)(z >> 1)));
+        return null;
+    }
+
     private static Tensor OnDevice(Tensor drawn, Device device)
     {
         if (drawn.device.type == device.type && drawn.device.index == device.index)

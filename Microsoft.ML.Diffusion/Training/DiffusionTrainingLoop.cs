@@ -50,8 +50,9 @@ internal sealed class DiffusionTrainingLoop
         // EMA are a few kernels per step instead of a few per parameter tensor (on a GPU, kernel launches bound the step).
         using var optimizer = new FusedAdamW(network.parameters(), options.LearningRate, beta1: 0.9, beta2: 0.99, weightDecay: options.WeightDecay);
         using var ema = options.EmaDecay > 0 ? new ExponentialMovingAverage(optimizer, options.EmaDecay) : null;
-        // CPU generators on every device (TorchSharp makes no others): draws go through DeviceRandom, so a run's random
-        // numbers are the same on every device and a checkpoint's generator states resume on any of them.
+        // CPU generators (TorchSharp makes no others), saved in checkpoints: the data order, flips and label dropout come
+        // from them on every device; t and ε too on the CPU, while a GPU draws them itself from its global generator seeded
+        // per step (DeviceRandom.ForTrainingStep): reproducible and exactly resumable on each device.
         using var noiseGenerator = new Generator(unchecked((ulong)seed), CPU);
         using var orderGenerator = new Generator(unchecked((ulong)(seed ^ 0x5DEECE66DL)), CPU);
         long count = data.Count;
@@ -105,7 +106,7 @@ internal sealed class DiffusionTrainingLoop
                         labels = labels.to(device);
                     }
 
-                    var batchLoss = BackwardInChunks(images, labels, noiseGenerator);
+                    var batchLoss = BackwardInChunks(images, labels, DeviceRandom.ForTrainingStep(device, noiseGenerator, seed, ((long)step * options.GradientAccumulationSteps) + micro));
                     lossSum = lossSum is null ? batchLoss : lossSum + batchLoss;
                 }
 
@@ -195,7 +196,7 @@ internal sealed class DiffusionTrainingLoop
     // Forward and backward of one batch, split into chunks of MicroBatchSize images (the gradient of the batch mean is
     // the size-weighted sum of the chunks' gradients); returns the batch's loss divided by the accumulation steps, as a
     // tensor on the device (read once per step, with the gradient norm).
-    private Tensor BackwardInChunks(Tensor images, Tensor? labels, Generator generator)
+    private Tensor BackwardInChunks(Tensor images, Tensor? labels, Generator? generator)
     {
         long n = images.shape[0];
         long chunk = options.MicroBatchSize is int m && m < n ? m : n;

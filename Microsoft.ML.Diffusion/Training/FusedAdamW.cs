@@ -233,17 +233,9 @@ public sealed class FusedAdamW : IDisposable
         LearningRate = learningRate;
     }
 
-    /// <summary>Releases the buffers; the parameters keep their values (they own their storage) and lose their gradients.</summary>
+    /// <summary>Releases the optimizer's moments; the parameters and their gradients keep their values (they share the flat buffers' storage).</summary>
     public void Dispose()
     {
-        foreach (var p in parameters)
-        {
-            if (!p.IsInvalid)
-            {
-                p.grad = null;
-            }
-        }
-
         FlatParameters.Dispose();
         FlatGradients.Dispose();
         expAvg.Dispose();

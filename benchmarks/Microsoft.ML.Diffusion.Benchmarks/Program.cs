@@ -161,7 +161,7 @@ internal static class Measure
                     {
                         // The gradient of the batch mean, in chunks (--micro-batch): the same work in smaller tensors.
                         var part = chunk == batch ? images : images[start..Math.Min(batch, start + chunk)];
-                        var loss = diffusion.Loss(part, generator: generator) * ((double)part.shape[0] / batch);
+                        var loss = diffusion.Loss(part, generator: DeviceRandom.ForTrainingStep(device, generator, 0, step)) * ((double)part.shape[0] / batch);
                         loss.backward();
                     }
 

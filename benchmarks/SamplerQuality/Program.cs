@@ -17,6 +17,15 @@ using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Data;
 using static TorchSharp.torch;
 
+// "--device cuda" (anywhere) samples on that device; the classifier's features are computed on the CPU.
+string device = "cpu";
+int deviceAt = Array.IndexOf(args, "--device");
+if (deviceAt >= 0 && deviceAt + 1 < args.Length)
+{
+    device = args[deviceAt + 1];
+    args = args.Where((_, i) => i != deviceAt && i != deviceAt + 1).ToArray();
+}
+
 if (args.Length == 4 && args[0] == "pictures")
 {
     return EditingPictures.Draw(args[1], args[2], args[3]);
@@ -32,6 +41,7 @@ int count = args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInf
 int ddpmCount = args.Length > 4 ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : count;
 var mlContext = new MLContext(seed: 1);
 using var sampler = DiffusionSampler.Load(mlContext, args[0]);
+sampler.Model.MoveTo(device);
 using var classifier = FeatureClassifier.Load(args[1]);
 string Find(string name) => new[] { name + ".gz", name }.Select(n => Path.Combine(args[2], n)).First(File.Exists);
 var test = IdxReader.Load(mlContext, Find("t10k-images-idx3-ubyte"), Find("t10k-labels-idx1-ubyte"));
@@ -59,9 +69,9 @@ foreach (var (name, algorithm, images) in configurations)
 
     algorithm.GuidanceScale = sampler.Options.GuidanceScale;
     var seeds = Enumerable.Range(0, images).Select(i => 5_000_000L + i).ToArray();
-    using var labels = sampler.Model.ClassCount > 0 ? tensor(Enumerable.Range(0, images).Select(i => (long)(i % sampler.Model.ClassCount)).ToArray()) : null;
+    using var labels = sampler.Model.ClassCount > 0 ? tensor(Enumerable.Range(0, images).Select(i => (long)(i % sampler.Model.ClassCount)).ToArray()).to(sampler.Model.Diffusion.Device) : null;
     var clock = Stopwatch.StartNew();
-    using var generated = algorithm.Sample(sampler.Model.Diffusion, seeds, labels);
+    using var generated = algorithm.Sample(sampler.Model.Diffusion, seeds, labels).cpu();
     double seconds = clock.Elapsed.TotalSeconds;
     var quality = SampleQualityReport.Measure(classifier, real[..images], generated, real[images..(2 * images)]);
     Console.WriteLine(JsonSerializer.Serialize(new
@@ -74,6 +84,7 @@ foreach (var (name, algorithm, images) in configurations)
         mean_max_probability = quality.MeanMaxProbability,
         seconds,
         seconds_per_image = seconds / images,
+        device,
     }));
 }
 

@@ -4,7 +4,8 @@
 # the main job's model.zip and classifier.bin come back beside it; a summary is printed.
 #   bash .gpu/device-checks.sh all [DEADLINE_S]   # device tests, PyTorch peer, benchmark suite, then the main job with
 #                                                 # the time that is left before DEADLINE_S (default 500) seconds
-#   bash .gpu/device-checks.sh bench              # device tests, PyTorch peer, benchmark suite in fp32 and with TF32
+#   bash .gpu/device-checks.sh bench              # device tests, PyTorch peer, benchmark suite in fp32 and with TF32, and
+#                                                 # (with .gpu/model/model.zip and classifier.bin) every sampler's quality
 #   bash .gpu/device-checks.sh mainjob MINUTES    # the main job on the full training split for MINUTES
 set -uo pipefail
 root=$(pwd)
@@ -21,6 +22,12 @@ start=\$SECONDS
 w=$work
 mode=$mode
 arg=$arg
+save() { tar -czf $out/records.tar.gz -C \$w . ; }
+samplers() {
+  [ -f $root/.gpu/model/model.zip ] || return 0
+  timeout 240 dotnet SamplerQuality.dll $root/.gpu/model/model.zip $root/.gpu/model/classifier.bin $root/samples/data/fashion-mnist 1000 500 --device cuda > \$w/samplers.jsonl 2>> \$w/samplers.log
+  echo "== samplers (\$((SECONDS - start)) s)"; cat \$w/samplers.jsonl; tail -n 3 \$w/samplers.log
+}
 tests() {
   MLDIFFUSION_TEST_REPORT=\$w/device-measured.tsv timeout 150 dotnet Microsoft.ML.Diffusion.Tests.dll run-tests --category Device --row cuda > \$w/device-tests.txt 2>&1
   echo "== device tests (\$((SECONDS - start)) s)"; grep -E "FAILED|INCONCLUSIVE|passed" \$w/device-tests.txt | head -30
@@ -49,10 +56,11 @@ case \$mode in
     left=\$(( deadline - (SECONDS - start) - 150 ))
     [ \$left -lt 60 ] && left=60
     mainjob \$(awk "BEGIN{printf \\"%.2f\\", \$left / 60}") ;;
-  bench) tests; peer; bench benchmark-fp32.json; bench benchmark-tf32.json --tf32 ;;
+  bench) tests; save; peer; save; bench benchmark-fp32.json; save; bench benchmark-tf32.json --tf32; save; samplers ;;
   mainjob) mainjob \${arg:-6} ;;
 esac
 EOF
 bash .gpu/on-device.sh bash /tmp/inner.sh
 tar -czf "$out/records.tar.gz" -C $work .
+cp /tmp/records/samplers.jsonl "$out/" 2>/dev/null
 ls -la "$out"

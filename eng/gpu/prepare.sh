@@ -10,7 +10,8 @@ peer_repo=${1:?usage: prepare.sh PATH_TO_denoising-diffusion-pytorch_GIT_DIR}
 bash ../shared/gpu/pack.sh \
   benchmarks/Microsoft.ML.Diffusion.Benchmarks/Microsoft.ML.Diffusion.Benchmarks.csproj \
   samples/FashionMnist/FashionMnist.csproj \
-  Microsoft.ML.Diffusion.Tests/Microsoft.ML.Diffusion.Tests.csproj
+  Microsoft.ML.Diffusion.Tests/Microsoft.ML.Diffusion.Tests.csproj \
+  benchmarks/SamplerQuality/SamplerQuality.csproj
 # The test runner's code-coverage and instrumentation natives and the samples' copies of the test split do not travel:
 # everything has to stay under the device tool's 64 MiB.
 tmp=$(mktemp -d) && tar -xJf .gpu/app.tar.xz -C "$tmp"
