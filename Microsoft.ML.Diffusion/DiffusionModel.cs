@@ -119,7 +119,7 @@ public sealed class DiffusionModel : IDisposable
     /// <param name="masks">Masks for inpainting (H·W or C·H·W each, non-zero = keep), or null.</param>
     internal byte[][] GeneratePixels(IReadOnlyList<long> seeds, IReadOnlyList<int>? labels, DiffusionSamplerOptions options, IReadOnlyList<float[]>? inputs = null, IReadOnlyList<float[]>? masks = null)
     {
-        var sampler = options.CreateSampler();
+        var sampler = options.CreateScheduler();
         using var scope = NewDisposeScope();
         Tensor? classes = null;
         if (labels is not null && ClassCount > 0)

@@ -10,17 +10,19 @@ public sealed class DiffusionSamplerOptions
     public SamplingMethod Method { get; set; } = SamplingMethod.Ddim;
 
     /// <summary>
-    /// Gets or sets the name of a sampler registered with <see cref="SamplerRegistry"/>, or null (default) to use
-    /// <see cref="Method"/>. Stored in model files by name, with these settings.
+    /// Gets or sets the name of a sampler registered with <see cref="SchedulerRegistry"/>, or null (default) to use
+    /// <see cref="Method"/>. Stored in model files by name, with these settings (as "SamplerName", the name model files
+    /// had before the algorithm types were called schedulers, so that those files, and their checkpoints, still read).
     /// </summary>
-    public string? SamplerName { get; set; }
+    [System.Text.Json.Serialization.JsonPropertyName("SamplerName")]
+    public string? SchedulerName { get; set; }
 
     /// <summary>Gets or sets the number of steps (network evaluations) of DDIM, DPM-Solver++ and Euler-ancestral; DDPM uses all T. Default 50.</summary>
     public int Steps { get; set; } = 50;
 
     /// <summary>
     /// Gets or sets η ∈ [0, 1]: DDIM's fresh noise per step (0 = deterministic); Euler-ancestral's noise scale, where 0
-    /// (the default) means 1 (for the plain Euler method use <see cref="EulerAncestralSampler"/> with η = 0). Default 0.
+    /// (the default) means 1 (for the plain Euler method use <see cref="EulerAncestralScheduler"/> with η = 0). Default 0.
     /// </summary>
     public double Eta { get; set; }
 
@@ -38,7 +40,7 @@ public sealed class DiffusionSamplerOptions
 
     /// <summary>
     /// Gets or sets how many images one network call processes, or null (default) to choose by device: 8 on the CPU, up to
-    /// 256 at once on a GPU (see <see cref="TimestepSampler.MicroBatchSize"/>). On the CPU an image's bits depend only on its
+    /// 256 at once on a GPU (see <see cref="TimestepScheduler.MicroBatchSize"/>). On the CPU an image's bits depend only on its
     /// seed, its label and this number. Model files written before this option became nullable store 8: set null to let a
     /// GPU use large batches.
     /// </summary>
@@ -91,9 +93,9 @@ public sealed class DiffusionSamplerOptions
             throw new ArgumentOutOfRangeException(nameof(Method), Method, "Unknown sampling method.");
         }
 
-        if (SamplerName is string name && !SamplerRegistry.Names.Contains(name, StringComparer.OrdinalIgnoreCase))
+        if (SchedulerName is string name && !SchedulerRegistry.Names.Contains(name, StringComparer.OrdinalIgnoreCase))
         {
-            throw new ArgumentOutOfRangeException(nameof(SamplerName), name, $"No sampler is registered as '{name}'; known: {string.Join(", ", SamplerRegistry.Names)}.");
+            throw new ArgumentOutOfRangeException(nameof(SchedulerName), name, $"No sampler is registered as '{name}'; known: {string.Join(", ", SchedulerRegistry.Names)}.");
         }
 
         if (Strength is not (> 0 and <= 1))
@@ -144,10 +146,10 @@ public sealed class DiffusionSamplerOptions
 
     /// <summary>Builds the sampler these options describe.</summary>
     /// <returns>A DDPM or DDIM sampler.</returns>
-    public TimestepSampler CreateSampler()
+    public TimestepScheduler CreateScheduler()
     {
         Validate();
-        TimestepSampler sampler = SamplerName is string name ? SamplerRegistry.Create(name, this) : SamplerRegistry.Create(Method, this);
+        TimestepScheduler sampler = SchedulerName is string name ? SchedulerRegistry.Create(name, this) : SchedulerRegistry.Create(Method, this);
         sampler.ClipDenoised = ClipDenoised;
         sampler.GuidanceScale = GuidanceScale;
         sampler.MicroBatchSize = MicroBatchSize;

@@ -22,19 +22,19 @@ public sealed class SolverTests
     public void DpmSolverPlusPlusFollowsTheOdeToItsExactEndAndBeatsDdimWithFewerSteps()
     {
         using var diffusion = Analytic(out var schedule);
-        double Error(TimestepSampler sampler)
+        double Error(TimestepScheduler sampler)
         {
             using var images = sampler.Sample(diffusion, Seeds);
             using var exact = ExactEnd(schedule);
             return (images - exact).abs().max().item<float>();
         }
 
-        double ddim50 = Error(new DdimSampler { Steps = 50, ClipDenoised = false });
-        double ddim20 = Error(new DdimSampler { Steps = 20, ClipDenoised = false });
-        double dpm10 = Error(new DpmSolverSampler { Steps = 10, ClipDenoised = false });
-        double dpm20 = Error(new DpmSolverSampler { Steps = 20, ClipDenoised = false });
-        double dpm20Karras = Error(new DpmSolverSampler { Steps = 20, Spacing = TimestepSpacing.Karras, ClipDenoised = false });
-        double dpm40 = Error(new DpmSolverSampler { Steps = 40, ClipDenoised = false });
+        double ddim50 = Error(new DdimScheduler { Steps = 50, ClipDenoised = false });
+        double ddim20 = Error(new DdimScheduler { Steps = 20, ClipDenoised = false });
+        double dpm10 = Error(new DpmSolverScheduler { Steps = 10, ClipDenoised = false });
+        double dpm20 = Error(new DpmSolverScheduler { Steps = 20, ClipDenoised = false });
+        double dpm20Karras = Error(new DpmSolverScheduler { Steps = 20, Spacing = TimestepSpacing.Karras, ClipDenoised = false });
+        double dpm40 = Error(new DpmSolverScheduler { Steps = 40, ClipDenoised = false });
         string report = $"max error: DDIM-20 {ddim20:E2}, DDIM-50 {ddim50:E2}, DPM-Solver++ 10 {dpm10:E2}, 20 {dpm20:E2}, 20 Karras {dpm20Karras:E2}, 40 {dpm40:E2}";
         Console.WriteLine(report);
         Assert.IsTrue(dpm20 < ddim20 / 1.5, "second order beats first order on the same steps: " + report);
@@ -47,7 +47,7 @@ public sealed class SolverTests
     {
         using var diffusion = Analytic(out _);
         var seeds = Enumerable.Range(0, 64).Select(i => (long)(1000 + i)).ToArray();
-                (double Mean, double Std) Moments(TimestepSampler sampler)
+                (double Mean, double Std) Moments(TimestepScheduler sampler)
         {
             using var images = sampler.Sample(diffusion, seeds);
             var result = (images.mean().item<float>(), images.std().item<float>());
@@ -57,11 +57,11 @@ public sealed class SolverTests
 
         // DDPM with the exact denoiser is exact in distribution; Euler-ancestral, a first-order scheme, converges to it as
         // the steps grow (with 20 uniform steps it under-disperses by about a quarter on this narrow distribution).
-        var ddpm = Moments(new DdpmSampler { ClipDenoised = false });
+        var ddpm = Moments(new DdpmScheduler { ClipDenoised = false });
         Assert.AreEqual(Mean, ddpm.Mean, 0.015);
         Assert.AreEqual(Spread, ddpm.Std, 0.01);
-        var euler20 = Moments(new EulerAncestralSampler { Steps = 20, ClipDenoised = false });
-        var euler100 = Moments(new EulerAncestralSampler { Steps = 100, ClipDenoised = false });
+        var euler20 = Moments(new EulerAncestralScheduler { Steps = 20, ClipDenoised = false });
+        var euler100 = Moments(new EulerAncestralScheduler { Steps = 100, ClipDenoised = false });
         Assert.AreEqual(Mean, euler20.Mean, 0.02);
         Assert.AreEqual(Mean, euler100.Mean, 0.02);
         Assert.AreEqual(Spread, euler100.Std, 0.02);
@@ -72,11 +72,11 @@ public sealed class SolverTests
     public void EulerWithoutNoiseIsDeterministicAndAncestralNoiseDependsOnlyOnTheSeed()
     {
         using var diffusion = Analytic(out _);
-        var euler = new EulerAncestralSampler { Steps = 8, Eta = 0 };
+        var euler = new EulerAncestralScheduler { Steps = 8, Eta = 0 };
         using var a = euler.Sample(diffusion, Seeds[..3]);
         using var b = euler.Sample(diffusion, Seeds[..3]);
         Assert.IsTrue(a.eq(b).all().item<bool>());
-        var ancestral = new EulerAncestralSampler { Steps = 8 };
+        var ancestral = new EulerAncestralScheduler { Steps = 8 };
         using var batch = ancestral.Sample(diffusion, Seeds[..9]);
         using var alone = ancestral.Sample(diffusion, new[] { Seeds[4] });
         Assert.IsTrue(alone[0].eq(batch[4]).all().item<bool>(), "an image depends only on its seed");
@@ -94,23 +94,23 @@ public sealed class SolverTests
         Assert.IsTrue(karras.Zip(karras.Skip(1)).All(p => p.First < p.Second), "strictly increasing");
         Assert.IsTrue(karras[1] - karras[0] < (uniform[1] - uniform[0]) / 4, $"fine steps at low noise; Karras: {string.Join(", ", karras)}");
         CollectionAssert.AreEqual(new[] { 0, 333, 666, 999 }, NoiseSchedule.EvenlySpacedTimesteps(1000, 4));
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DpmSolverSampler { Steps = 1 });
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new EulerAncestralSampler { Eta = 2 });
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DpmSolverScheduler { Steps = 1 });
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new EulerAncestralScheduler { Eta = 2 });
     }
 
     [TestMethod]
     public void SamplersAreFoundByNameAndByMethod()
     {
-        var dpm = (DpmSolverSampler)new DiffusionSamplerOptions { Method = SamplingMethod.DpmSolverPlusPlus, Steps = 12, Spacing = TimestepSpacing.Karras, GuidanceScale = 3 }.CreateSampler();
+        var dpm = (DpmSolverScheduler)new DiffusionSamplerOptions { Method = SamplingMethod.DpmSolverPlusPlus, Steps = 12, Spacing = TimestepSpacing.Karras, GuidanceScale = 3 }.CreateScheduler();
         Assert.AreEqual(12, dpm.Steps);
         Assert.AreEqual(TimestepSpacing.Karras, dpm.Spacing);
         Assert.AreEqual(3, dpm.GuidanceScale);
-        var euler = (EulerAncestralSampler)new DiffusionSamplerOptions { SamplerName = "Euler-A", Steps = 9 }.CreateSampler();
+        var euler = (EulerAncestralScheduler)new DiffusionSamplerOptions { SchedulerName = "Euler-A", Steps = 9 }.CreateScheduler();
         Assert.AreEqual(1.0, euler.Eta, "η = 0 in the options means Euler-ancestral's default 1");
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DiffusionSamplerOptions { SamplerName = "no-such-sampler" }.Validate());
-        SamplerRegistry.Register("test-ddim-10", _ => new DdimSampler { Steps = 10 });
-        Assert.AreEqual(10, ((DdimSampler)new DiffusionSamplerOptions { SamplerName = "test-ddim-10" }.CreateSampler()).Steps);
-        CollectionAssert.IsSubsetOf(new[] { "ddim", "ddpm", "dpm-solver++", "euler-a" }, SamplerRegistry.Names.ToArray());
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DiffusionSamplerOptions { SchedulerName = "no-such-sampler" }.Validate());
+        SchedulerRegistry.Register("test-ddim-10", _ => new DdimScheduler { Steps = 10 });
+        Assert.AreEqual(10, ((DdimScheduler)new DiffusionSamplerOptions { SchedulerName = "test-ddim-10" }.CreateScheduler()).Steps);
+        CollectionAssert.IsSubsetOf(new[] { "ddim", "ddpm", "dpm-solver++", "euler-a" }, SchedulerRegistry.Names.ToArray());
     }
 
     // The network's noise prediction for x_t is exact for N(Mean, Spread²) data: ε̂ = (x_t − α x̂₀)/σ with
@@ -187,7 +187,7 @@ public sealed class ImageEditTests
         using var images = full(new long[] { Seeds.Length, 1, 4, 4 }, -0.9f); // far from the data: kept pixels must stay
         using var mask = zeros(new long[] { Seeds.Length, 1, 4, 4 });
         mask[.., .., ..2, ..] = 1; // keep the top half
-        foreach (var (sampler, resampling) in new (TimestepSampler, int)[] { (new DdpmSampler { ClipDenoised = false }, 1), (new DdpmSampler { ClipDenoised = false }, 3), (new DdimSampler { Steps = 25, Eta = 1, ClipDenoised = false }, 1), (new DdimSampler { Steps = 25, Eta = 1, ClipDenoised = false }, 3) })
+        foreach (var (sampler, resampling) in new (TimestepScheduler, int)[] { (new DdpmScheduler { ClipDenoised = false }, 1), (new DdpmScheduler { ClipDenoised = false }, 3), (new DdimScheduler { Steps = 25, Eta = 1, ClipDenoised = false }, 1), (new DdimScheduler { Steps = 25, Eta = 1, ClipDenoised = false }, 3) })
         {
             using var result = sampler.Sample(diffusion, Seeds, null, null, new ImageEdit(images, mask) { Resampling = resampling });
             Assert.IsTrue(result[.., .., ..2, ..].eq(images[.., .., ..2, ..]).all().item<bool>(), "kept pixels are the image's, exactly");
@@ -195,7 +195,7 @@ public sealed class ImageEditTests
             double mean = generated.mean().item<float>(), std = generated.std().item<float>();
             string what = $"{sampler.GetType().Name} U={resampling}: mean {mean:F3}, std {std:F3}";
             Console.WriteLine(what);
-            if (sampler is DdpmSampler)
+            if (sampler is DdpmScheduler)
             {
                 // The full ancestral chain is exact in distribution here, with or without RePaint's resampling; DDIM's
                 // 25 coarse η = 1 jumps replace x₀ by its posterior mean and under-disperse (std ≈ 0.16), by design.
@@ -210,7 +210,7 @@ public sealed class ImageEditTests
     {
         using var diffusion = SolverTests.AnalyticDiffusion();
         using var images = full(new long[] { Seeds.Length, 1, 4, 4 }, 0.8f); // a plausible but unusual image (2 σ above μ)
-        var sampler = new DdimSampler { Steps = 50, ClipDenoised = false };
+        var sampler = new DdimScheduler { Steps = 50, ClipDenoised = false };
         double Distance(double strength)
         {
             using var result = sampler.Sample(diffusion, Seeds, null, null, new ImageEdit(images) { Strength = strength });
@@ -234,7 +234,7 @@ public sealed class ImageEditTests
         using var diffusion = SolverTests.AnalyticDiffusion();
         using var images = rand(new long[] { 9, 1, 4, 4 }) * 2 - 1;
         using var mask = (rand(new long[] { 9, 1, 4, 4 }) < 0.5).to(float32);
-        var sampler = new DdimSampler { Steps = 10, Eta = 0.5 };
+        var sampler = new DdimScheduler { Steps = 10, Eta = 0.5 };
         using var batch = sampler.Sample(diffusion, Seeds[..9], null, null, new ImageEdit(images, mask) { Strength = 0.7 });
         using var alone = sampler.Sample(diffusion, new[] { Seeds[5] }, null, null, new ImageEdit(images[5..6], mask[5..6]) { Strength = 0.7 });
         Assert.IsTrue(alone[0].eq(batch[5]).all().item<bool>());

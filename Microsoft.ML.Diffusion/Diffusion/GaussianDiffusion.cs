@@ -13,7 +13,7 @@ namespace Microsoft.ML.Diffusion;
 /// <remarks>
 /// Timesteps are 0-based: index t holds the paper's step t + 1. The schedule's buffers are kept in double precision and
 /// cast to the images' dtype when gathered; the exponential moving average and the optimizer never see them (they are
-/// buffers, not parameters). Sampling lives in <c>Sampling/</c> (<see cref="DdpmSampler"/>, <see cref="DdimSampler"/>).
+/// buffers, not parameters). Sampling lives in <c>Sampling/</c> (<see cref="DdpmScheduler"/>, <see cref="DdimScheduler"/>).
 /// </remarks>
 public sealed class GaussianDiffusion : nn.Module
 {

@@ -7,7 +7,7 @@ namespace Microsoft.ML.Diffusion;
 /// What an edit starts from: image-to-image (SDEdit, Meng et al. 2022: noise the image to <see cref="Strength"/>, then
 /// denoise) and inpainting (keep the pixels where <see cref="Mask"/> is 1 at every step, regenerate the rest; with
 /// <see cref="Resampling"/> &gt; 1, RePaint's resampling, Lugmayr et al. 2022). Pass it to
-/// <see cref="TimestepSampler.Sample(GaussianDiffusion, System.Collections.Generic.IReadOnlyList{long}, Tensor?, SamplingTrajectory?, ImageEdit?)"/>.
+/// <see cref="TimestepScheduler.Sample(GaussianDiffusion, System.Collections.Generic.IReadOnlyList{long}, Tensor?, SamplingTrajectory?, ImageEdit?)"/>.
 /// </summary>
 public sealed class ImageEdit
 {

@@ -14,7 +14,7 @@ public static class SamplingExtensions
     /// <param name="seed">The run seed.</param>
     /// <param name="classes">Labels for a class-conditional model, or null.</param>
     /// <returns>Images N×C×H×W in [−1, 1].</returns>
-    public static Tensor Sample(this GaussianDiffusion diffusion, int batchSize, ISampler? sampler = null, long seed = 0, Tensor? classes = null)
+    public static Tensor Sample(this GaussianDiffusion diffusion, int batchSize, IDiffusionScheduler? sampler = null, long seed = 0, Tensor? classes = null)
     {
         ArgumentNullException.ThrowIfNull(diffusion);
         if (batchSize < 1)
@@ -23,6 +23,6 @@ public static class SamplingExtensions
         }
 
         var seeds = Enumerable.Range(0, batchSize).Select(i => SeededNoise.DeriveSeed(seed, i)).ToArray();
-        return (sampler ?? new DdpmSampler()).Sample(diffusion, seeds, classes);
+        return (sampler ?? new DdpmScheduler()).Sample(diffusion, seeds, classes);
     }
 }

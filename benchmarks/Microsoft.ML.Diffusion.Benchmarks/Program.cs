@@ -192,7 +192,7 @@ internal static class Measure
         else
         {
             diffusion.eval();
-            TimestepSampler sampler = phase == "ddpm" ? new DdpmSampler() : new DdimSampler { Steps = 50 };
+            TimestepScheduler sampler = phase == "ddpm" ? new DdpmScheduler() : new DdimScheduler { Steps = 50 };
             sampler.MicroBatchSize = options.MicroBatch;
             int runs = options.Steps ?? 3;
             var seeds = Enumerable.Range(0, batch).Select(i => (long)i).ToArray();

@@ -49,16 +49,16 @@ var rows = test.GetColumn<VBuffer<float>>("Pixels").Take(2 * count).Select(v => 
 using var pixels = tensor(rows.SelectMany(r => r).ToArray(), new long[] { rows.Length, 1, 28, 28 });
 using var real = ImageConversion.PixelsToModel(pixels);
 
-var configurations = new (string Name, TimestepSampler Sampler, int Images)[]
+var configurations = new (string Name, TimestepScheduler Sampler, int Images)[]
 {
-    ("DDPM-1000", new DdpmSampler(), ddpmCount),
-    ("DDIM-50", new DdimSampler { Steps = 50 }, count),
-    ("DDIM-20", new DdimSampler { Steps = 20 }, count),
-    ("DPM-Solver++ 10", new DpmSolverSampler { Steps = 10 }, count),
-    ("DPM-Solver++ 20", new DpmSolverSampler { Steps = 20 }, count),
-    ("DPM-Solver++ 10 Karras", new DpmSolverSampler { Steps = 10, Spacing = TimestepSpacing.Karras }, count),
-    ("DPM-Solver++ 20 Karras", new DpmSolverSampler { Steps = 20, Spacing = TimestepSpacing.Karras }, count),
-    ("Euler-a 20", new EulerAncestralSampler { Steps = 20 }, count),
+    ("DDPM-1000", new DdpmScheduler(), ddpmCount),
+    ("DDIM-50", new DdimScheduler { Steps = 50 }, count),
+    ("DDIM-20", new DdimScheduler { Steps = 20 }, count),
+    ("DPM-Solver++ 10", new DpmSolverScheduler { Steps = 10 }, count),
+    ("DPM-Solver++ 20", new DpmSolverScheduler { Steps = 20 }, count),
+    ("DPM-Solver++ 10 Karras", new DpmSolverScheduler { Steps = 10, Spacing = TimestepSpacing.Karras }, count),
+    ("DPM-Solver++ 20 Karras", new DpmSolverScheduler { Steps = 20, Spacing = TimestepSpacing.Karras }, count),
+    ("Euler-a 20", new EulerAncestralScheduler { Steps = 20 }, count),
 };
 foreach (var (name, algorithm, images) in configurations)
 {
@@ -105,7 +105,7 @@ internal static class EditingPictures
         var originals = ImageConversion.PixelsToModel(tensor(pixelRows.SelectMany(r => r).ToArray(), new long[] { Items, 1, 28, 28 }));
         var labels = sampler.Model.ClassCount > 0 ? tensor(labelValues) : null;
         var seeds = Enumerable.Range(0, Items).Select(i => 9_000L + i).ToArray();
-        var algorithm = new DdimSampler { Steps = 50, GuidanceScale = sampler.Options.GuidanceScale };
+        var algorithm = new DdimScheduler { Steps = 50, GuidanceScale = sampler.Options.GuidanceScale };
         var names = sampler.Model.ClassNames;
         string Name(int i) => names is not null && labelValues[i] >= 0 && labelValues[i] < names.Count ? names[(int)labelValues[i]] : $"class {labelValues[i]}";
 

@@ -53,9 +53,11 @@ public static class FashionMnistJob
             Objective = gpu ? PredictionTarget.Noise : PredictionTarget.Velocity,
             Loss = DiffusionLoss.MeanSquaredError,
             Variance = gpu ? VarianceType.LearnedRange : VarianceType.FixedSmall,
-            Network = gpu
-                ? new UNetOptions { Dim = 32, DimMults = new[] { 1, 2, 4 }, AttentionHeads = 4, AttentionDimHead = 32 }
-                : new UNetOptions { Dim = 16, DimMults = new[] { 1, 2, 4 }, AttentionHeads = 2, AttentionDimHead = 16 },
+            Network = options.Network == "dit"
+                ? new DiTOptions { PatchSize = 2, HiddenSize = gpu ? 256 : 128, Depth = 6, Heads = 4 } // 196 tokens of 2×2 pixels
+                : gpu
+                    ? new UNetOptions { Dim = 32, DimMults = new[] { 1, 2, 4 }, AttentionHeads = 4, AttentionDimHead = 32 }
+                    : new UNetOptions { Dim = 16, DimMults = new[] { 1, 2, 4 }, AttentionHeads = 2, AttentionDimHead = 16 },
             BatchSize = gpu ? 256 : 64,
             MicroBatchSize = gpu ? null : 32, // chunks pay on the CPU only (docs/performance.md)
             LearningRate = gpu ? 1e-3 : 2e-3,
@@ -205,14 +207,14 @@ public static class FashionMnistJob
         bool conditional = sampler.Model.ClassCount > 0;
         using var scope = NewDisposeScope();
         var labels = conditional ? tensor(Enumerable.Range(0, count).Select(i => (long)(i % 10)).ToArray()) : null;
-        var images = sampler.Options.CreateSampler().Sample(sampler.Model.Diffusion, seeds, labels);
+        var images = sampler.Options.CreateScheduler().Sample(sampler.Model.Diffusion, seeds, labels);
         var captions = conditional ? Enumerable.Range(0, count).Select(i => Short(ClassNames[i % 10])).ToArray() : null;
         ImageConversion.SavePng(DiffusionPictures.LabelledGrid(images, columns: 8, captions, scale: 3), path);
     }
 
     private static void WriteDenoisingStrip(DiffusionSampler sampler, JobOptions options, string path)
     {
-        var method = sampler.Options.CreateSampler();
+        var method = sampler.Options.CreateScheduler();
         int steps = options.Sampler == "ddpm" ? sampler.Model.Diffusion.Timesteps : options.SamplingSteps;
         using var trajectory = new SamplingTrajectory(every: Math.Max(1, steps / 10));
         using var scope = NewDisposeScope();

@@ -42,7 +42,7 @@ internal static class JobMetrics
         var seeds = Enumerable.Range(0, count).Select(i => 1_000_000L + i).ToArray();
         var samplingOptions = sampler.Options.Clone();
         samplingOptions.Steps = Math.Min(samplingOptions.Steps, FrechetSteps(options.Device));
-        var generated = samplingOptions.CreateSampler().Sample(sampler.Model.Diffusion, seeds, labels);
+        var generated = samplingOptions.CreateScheduler().Sample(sampler.Model.Diffusion, seeds, labels);
         var quality = SampleQualityReport.Measure(classifier, real[..count], generated, real[count..(2 * count)]);
 
         var metrics = new Dictionary<string, object>

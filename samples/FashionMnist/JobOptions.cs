@@ -21,6 +21,9 @@ public sealed class JobOptions
     /// <summary>Gets or sets the sampler: "ddim" or "ddpm".</summary>
     public string Sampler { get; set; } = "ddim";
 
+    /// <summary>Gets or sets the denoiser: "unet" or "dit" (a small diffusion transformer).</summary>
+    public string Network { get; set; } = "unet";
+
     /// <summary>Gets or sets the DDIM step count.</summary>
     public int SamplingSteps { get; set; } = 50;
 
@@ -78,6 +81,7 @@ public sealed class JobOptions
             .Number("--minutes", "M", "the training time budget (default 6.5)", v => o.Minutes = v)
             .Text("--out", "DIR", "the output folder (default out)", v => o.Out = v)
             .Choice("--sampler", "the sampler of the pictures (default ddim)", new[] { "ddim", "ddpm" }, v => o.Sampler = v)
+            .Choice("--network", "the denoiser (default unet)", new[] { "unet", "dit" }, v => o.Network = v)
             .Integer("--sampling-steps", "S", "DDIM steps (default 50)", v => o.SamplingSteps = v)
             .Number("--guidance", "W", "classifier-free guidance scale (default 2)", v => o.Guidance = v, allowZero: true)
             .Flag("--unconditional", "train without labels", () => o.Unconditional = true)

@@ -171,7 +171,7 @@ public static class FolderTrainerJob
         int classCount = sampler.Model.ClassCount;
         using var scope = NewDisposeScope();
         var labels = classCount > 0 ? tensor(Enumerable.Range(0, count).Select(i => (long)(i % classCount)).ToArray()) : null;
-        var images = sampler.Options.CreateSampler().Sample(sampler.Model.Diffusion, seeds, labels);
+        var images = sampler.Options.CreateScheduler().Sample(sampler.Model.Diffusion, seeds, labels);
         var names = sampler.Model.ClassNames;
         var captions = classCount > 0
             ? Enumerable.Range(0, count).Select(i => names is not null && i % classCount < names.Count ? names[i % classCount] : (i % classCount).ToString(CultureInfo.InvariantCulture)).ToArray()

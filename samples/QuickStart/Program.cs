@@ -35,7 +35,7 @@ for (int step = 1; step <= steps; step++)
 }
 
 diffusion.eval();
-using var samples = diffusion.Sample(batchSize: 4, sampler: new DdimSampler { Steps = 50 }, seed: 7);
+using var samples = diffusion.Sample(batchSize: 4, sampler: new DdimScheduler { Steps = 50 }, seed: 7);
 ImageConversion.SavePng(ImageConversion.Grid(samples, columns: 4, scale: 4), output);
 Console.WriteLine($"wrote 4 samples to {Path.GetFullPath(output)} in {clock.Elapsed.TotalSeconds:F1} s");
 

@@ -9,7 +9,7 @@ namespace Microsoft.ML.Diffusion;
 /// Ancestral sampling (Ho et al. 2020, Algorithm 2): x_{t−1} = μ_θ(x_t, t) + σ_t z, z ~ N(0, I) (no noise at the last step),
 /// through all T steps, with the model's variance type.
 /// </summary>
-public sealed class DdpmSampler : TimestepSampler
+public sealed class DdpmScheduler : TimestepScheduler
 {
     /// <inheritdoc/>
     protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule) => Enumerable.Range(0, schedule.Timesteps).Reverse().ToArray();

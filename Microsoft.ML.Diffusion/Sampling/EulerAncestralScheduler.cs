@@ -10,7 +10,7 @@ namespace Microsoft.ML.Diffusion;
 /// from σ to σ', σ↑ = min(σ', η·√(σ'²(σ² − σ'²)/σ²)), σ↓ = √(σ'² − σ↑²), x̃' = x̃ + (σ↓ − σ)(x̃ − x̂₀)/σ + σ↑ z.
 /// The last visited timestep is 0, where the result is x̂₀ itself.
 /// </summary>
-public sealed class EulerAncestralSampler : TimestepSampler
+public sealed class EulerAncestralScheduler : TimestepScheduler
 {
     private int steps = 20;
     private double eta = 1.0;
@@ -36,7 +36,7 @@ public sealed class EulerAncestralSampler : TimestepSampler
     protected override bool UsesStepNoise => eta > 0;
 
     /// <inheritdoc/>
-    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule) => DpmSolverSampler.Visit(schedule, steps, Spacing, "Euler-ancestral");
+    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule) => DpmSolverScheduler.Visit(schedule, steps, Spacing, "Euler-ancestral");
 
     /// <inheritdoc/>
     protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state)

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>The loop shared by the samplers: start from seeded noise x_T, walk a decreasing sequence of timesteps, capture.</summary>
-public abstract class TimestepSampler : ISampler
+public abstract class TimestepScheduler : IDiffusionScheduler
 {
     private int? microBatchSize;
 

@@ -9,7 +9,7 @@ namespace Microsoft.ML.Diffusion;
 /// x_{τ'} = √ᾱ_{τ'} x̂₀ + √(1 − ᾱ_{τ'} − σ²) ε̂ + σ z with σ = η √((1 − ᾱ_{τ'})/(1 − ᾱ_τ)) √(1 − ᾱ_τ/ᾱ_{τ'}).
 /// η = 0 is deterministic; η = 1 with all T steps is ancestral sampling with the posterior variance.
 /// </summary>
-public sealed class DdimSampler : TimestepSampler
+public sealed class DdimScheduler : TimestepScheduler
 {
     private int steps = 50;
     private double eta;

@@ -12,7 +12,7 @@ namespace Microsoft.ML.Diffusion;
 /// D = (1 + 1/(2r)) D_{i−1} − (1/(2r)) D_{i−2}, r = h_{i−1}/h_i, after it. The last visited timestep is 0, where the
 /// result is x̂₀ itself. <see cref="Steps"/> network evaluations in all (20 rival DDIM's 50; Lu et al. report 10–20).
 /// </summary>
-public sealed class DpmSolverSampler : TimestepSampler
+public sealed class DpmSolverScheduler : TimestepScheduler
 {
     private int steps = 20;
 

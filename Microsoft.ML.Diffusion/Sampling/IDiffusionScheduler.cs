@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>Draws images from a trained <see cref="GaussianDiffusion"/> by running a reverse process from pure noise.</summary>
-public interface ISampler
+public interface IDiffusionScheduler
 {
     /// <summary>Generates one image per seed. Each image depends only on its own seed (and label), never on the batch.</summary>
     /// <param name="diffusion">The model.</param>

@@ -6,18 +6,18 @@ using System.Linq;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>
-/// Samplers by name, as <see cref="DiffusionSamplerOptions.SamplerName"/> and model files refer to them: "ddpm", "ddim",
-/// "dpm-solver++" and "euler-a" are built in; register your own <see cref="TimestepSampler"/> to use it through ML.NET
+/// Samplers by name, as <see cref="DiffusionSamplerOptions.SchedulerName"/> and model files refer to them: "ddpm", "ddim",
+/// "dpm-solver++" and "euler-a" are built in; register your own <see cref="TimestepScheduler"/> to use it through ML.NET
 /// (register it again, under the same name, in a process that loads a model file naming it).
 /// </summary>
-public static class SamplerRegistry
+public static class SchedulerRegistry
 {
-    private static readonly ConcurrentDictionary<string, Func<DiffusionSamplerOptions, TimestepSampler>> Factories = new(StringComparer.OrdinalIgnoreCase)
+    private static readonly ConcurrentDictionary<string, Func<DiffusionSamplerOptions, TimestepScheduler>> Factories = new(StringComparer.OrdinalIgnoreCase)
     {
-        ["ddpm"] = _ => new DdpmSampler(),
-        ["ddim"] = o => new DdimSampler { Steps = o.Steps, Eta = o.Eta },
-        ["dpm-solver++"] = o => new DpmSolverSampler { Steps = o.Steps, Spacing = o.Spacing },
-        ["euler-a"] = o => new EulerAncestralSampler { Steps = o.Steps, Eta = o.Eta > 0 ? o.Eta : 1, Spacing = o.Spacing },
+        ["ddpm"] = _ => new DdpmScheduler(),
+        ["ddim"] = o => new DdimScheduler { Steps = o.Steps, Eta = o.Eta },
+        ["dpm-solver++"] = o => new DpmSolverScheduler { Steps = o.Steps, Spacing = o.Spacing },
+        ["euler-a"] = o => new EulerAncestralScheduler { Steps = o.Steps, Eta = o.Eta > 0 ? o.Eta : 1, Spacing = o.Spacing },
     };
 
     /// <summary>Gets the registered names.</summary>
@@ -26,7 +26,7 @@ public static class SamplerRegistry
     /// <summary>Registers (or replaces) a sampler under a name.</summary>
     /// <param name="name">The name (case-insensitive).</param>
     /// <param name="factory">Builds the sampler from the options' settings (steps, η, spacing…); guidance, clamping and the micro-batch size are applied after it.</param>
-    public static void Register(string name, Func<DiffusionSamplerOptions, TimestepSampler> factory)
+    public static void Register(string name, Func<DiffusionSamplerOptions, TimestepScheduler> factory)
     {
         if (string.IsNullOrWhiteSpace(name))
         {
@@ -40,7 +40,7 @@ public static class SamplerRegistry
     /// <param name="name">The name.</param>
     /// <param name="options">The settings.</param>
     /// <returns>A new sampler.</returns>
-    public static TimestepSampler Create(string name, DiffusionSamplerOptions options)
+    public static TimestepScheduler Create(string name, DiffusionSamplerOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
         return Factories.TryGetValue(name ?? throw new ArgumentNullException(nameof(name)), out var factory)
@@ -49,7 +49,7 @@ public static class SamplerRegistry
     }
 
     /// <summary>The registered name of a built-in method.</summary>
-    internal static TimestepSampler Create(SamplingMethod method, DiffusionSamplerOptions options) => Create(
+    internal static TimestepScheduler Create(SamplingMethod method, DiffusionSamplerOptions options) => Create(
         method switch
         {
             SamplingMethod.Ddpm => "ddpm",
