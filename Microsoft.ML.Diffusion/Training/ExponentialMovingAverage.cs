@@ -39,7 +39,8 @@ public sealed class ExponentialMovingAverage : IDisposable
 
     /// <summary>
     /// Initializes a new instance of the <see cref="ExponentialMovingAverage"/> class over the flat parameter buffer of a
-    /// <see cref="FusedAdamW"/>: an update is two kernels whatever the number of parameter tensors.
+    /// <see cref="FusedAdamW"/>: an update is two kernels whatever the number of parameter tensors. Update it only while
+    /// the optimizer lives (the flat buffer is the optimizer's).
     /// </summary>
     /// <param name="optimizer">The optimizer whose parameters are averaged.</param>
     /// <param name="maxDecay">The decay the ramp tends to, in [0, 1).</param>
