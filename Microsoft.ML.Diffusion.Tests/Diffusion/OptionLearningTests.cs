@@ -14,18 +14,11 @@ namespace Microsoft.ML.Diffusion.Tests.Diffusion;
 /// <see cref="LearningTests.ATinyUNetLearnsTwoPatternsAndItsBoundFalls"/> covers.
 /// </summary>
 [TestClass]
-public sealed class OptionLearningTests
+public sealed class OptionLearningTests : OneThreadTests
 {
     private const int Timesteps = 50;
     private const int Steps = 200;
     private const int Samples = 32;
-    private IDisposable? oneThread;
-
-    [TestInitialize]
-    public void OneThread() => oneThread = TinyModels.OneThread();
-
-    [TestCleanup]
-    public void RestoreThreads() => oneThread?.Dispose();
 
     [TestMethod]
     [DataRow(PredictionTarget.Start, DiffusionLoss.MeanSquaredError, VarianceType.FixedSmall, BetaSchedule.Cosine, 0.0, DisplayName = "x₀ objective")]

@@ -7,16 +7,8 @@ using Microsoft.VisualStudio.TestTools.UnitTesting;
 namespace Microsoft.ML.Diffusion.Tests.Evaluation;
 
 [TestClass]
-public sealed class DiffusionExperimentTests
+public sealed class DiffusionExperimentTests : OneThreadTests
 {
-    private IDisposable? oneThread;
-
-    [TestInitialize]
-    public void OneThread() => oneThread = TinyModels.OneThread();
-
-    [TestCleanup]
-    public void RestoreThreads() => oneThread?.Dispose();
-
     private static DiffusionExperimentSettings Settings(int seed = 3) => new()
     {
         BaseOptions = MLNetTestData.Options(),

@@ -8,19 +8,11 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Tests.Evaluation;
 
 [TestClass]
-public sealed class LikelihoodAndQualityTests
+public sealed class LikelihoodAndQualityTests : OneThreadTests
 {
     private static MLContext context = null!;
     private static DiffusionSampler trained = null!;
     private static DiffusionSampler untrained = null!;
-
-    private IDisposable? oneThread;
-
-    [TestInitialize]
-    public void OneThread() => oneThread = TinyModels.OneThread();
-
-    [TestCleanup]
-    public void RestoreThreads() => oneThread?.Dispose();
 
     [ClassInitialize]
     public static void Train(TestContext _)

@@ -15,18 +15,10 @@ namespace Microsoft.ML.Diffusion.Tests.MLNet;
 /// label dropout — judged on the images the fitted <see cref="DiffusionSampler"/> generates.
 /// </summary>
 [TestClass]
-public sealed class FitLearningTests
+public sealed class FitLearningTests : OneThreadTests
 {
     private const int Samples = 32;
     private static DiffusionSampler sampler = null!;
-
-    private IDisposable? oneThread;
-
-    [TestInitialize]
-    public void OneThread() => oneThread = TinyModels.OneThread();
-
-    [TestCleanup]
-    public void RestoreThreads() => oneThread?.Dispose();
 
     [ClassInitialize]
     public static void TrainOnce(TestContext _)

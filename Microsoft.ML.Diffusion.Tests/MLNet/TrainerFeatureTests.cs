@@ -14,16 +14,8 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Tests.MLNet;
 
 [TestClass]
-public sealed class TrainerFeatureTests
+public sealed class TrainerFeatureTests : OneThreadTests
 {
-    private IDisposable? oneThread;
-
-    [TestInitialize]
-    public void OneThread() => oneThread = TinyModels.OneThread();
-
-    [TestCleanup]
-    public void RestoreThreads() => oneThread?.Dispose();
-
     [TestMethod]
     public void FewerThanAHundredImagesGiveAWarningAndAHundredDoNot()
     {

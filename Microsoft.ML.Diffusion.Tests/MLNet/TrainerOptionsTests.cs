@@ -12,7 +12,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Tests.MLNet;
 
 [TestClass]
-public sealed class TrainerOptionsTests
+public sealed class TrainerOptionsTests : OneThreadTests
 {
     // The settings an experiment chooses itself for each trial (documented on DiffusionExperimentSettings.BaseOptions).
     private static readonly string[] SetByTheExperiment =
@@ -23,14 +23,6 @@ public sealed class TrainerOptionsTests
         nameof(DiffusionTrainerOptions.TrainSteps), nameof(DiffusionTrainerOptions.CheckpointDirectory),
         nameof(DiffusionTrainerOptions.CheckpointEvery), nameof(DiffusionTrainerOptions.Resume),
     };
-
-    private IDisposable? oneThread;
-
-    [TestInitialize]
-    public void OneThread() => oneThread = TinyModels.OneThread();
-
-    [TestCleanup]
-    public void RestoreThreads() => oneThread?.Dispose();
 
     private static PropertyInfo[] Settable<T>() => typeof(T).GetProperties(BindingFlags.Public | BindingFlags.Instance)
         .Where(p => p.SetMethod is { IsPublic: true }).ToArray();

@@ -8,18 +8,10 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Tests.Sampling;
 
 [TestClass]
-public sealed class SamplerFeatureTests
+public sealed class SamplerFeatureTests : OneThreadTests
 {
     private static MLContext context = null!;
     private static DiffusionSampler sampler = null!;
-
-    private IDisposable? oneThread;
-
-    [TestInitialize]
-    public void OneThread() => oneThread = TinyModels.OneThread();
-
-    [TestCleanup]
-    public void RestoreThreads() => oneThread?.Dispose();
 
     [ClassInitialize]
     public static void TrainOnce(TestContext _)

@@ -12,18 +12,10 @@ namespace Microsoft.ML.Diffusion.Tests.Training;
 /// against references computed here from the same images, timesteps and noise.
 /// </summary>
 [TestClass]
-public sealed class GradientTests
+public sealed class GradientTests : OneThreadTests
 {
     private const int Seed = 17;
     private const int Timesteps = 20;
-
-    private IDisposable? oneThread;
-
-    [TestInitialize]
-    public void OneThread() => oneThread = TinyModels.OneThread();
-
-    [TestCleanup]
-    public void RestoreThreads() => oneThread?.Dispose();
 
     [TestMethod]
     public void TheLoopsGradientIsThatOfTheBatchMeanLoss()

@@ -131,7 +131,8 @@ internal static class Checkpoint
         {
             throw new InvalidDataException($"Checkpoint '{path}' is truncated.", ex);
         }
-        catch (Exception ex) when (ex is ArgumentException or ExternalException or OverflowException or IndexOutOfRangeException or KeyNotFoundException or FormatException)
+        catch (Exception ex) when (ex is ArgumentException or ExternalException or OverflowException or IndexOutOfRangeException or KeyNotFoundException or FormatException
+            || (ex is InvalidDataException && !ex.Message.Contains(path, StringComparison.Ordinal)))
         {
             throw new InvalidDataException($"Checkpoint '{path}' is damaged: {ex.Message}", ex);
         }
@@ -173,7 +174,7 @@ internal static class Checkpoint
     private static void LoadInPlace(nn.Module module, BinaryReader reader, Action<bool, string> require)
     {
         var tensors = module.state_dict();
-        long entries = FusedAdamW.ReadLeb128(reader);
+        long entries = Persistence.Leb128.Read(reader);
         require(entries == tensors.Count, string.Create(CultureInfo.InvariantCulture, $"it holds {entries} network tensors; this network has {tensors.Count}"));
         for (long i = 0; i < entries; i++)
         {
@@ -248,14 +249,7 @@ internal static class Checkpoint
             }
         }
 
-        try
-        {
-            state.Optimizer.Load(reader);
-        }
-        catch (InvalidDataException ex)
-        {
-            throw new InvalidDataException($"Checkpoint '{path}' is damaged: {ex.Message}", ex);
-        }
+        state.Optimizer.Load(reader);
 
         Require(System.Text.Encoding.ASCII.GetString(reader.ReadBytes(Trailer.Length)) == Trailer && stream.Position == end, "it is incomplete or has bytes after its end marker");
         state.NoiseGenerator.set_state(noiseState);

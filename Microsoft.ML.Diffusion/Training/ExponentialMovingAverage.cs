@@ -26,12 +26,7 @@ public sealed class ExponentialMovingAverage : IDisposable
     public ExponentialMovingAverage(nn.Module module, double maxDecay)
     {
         ArgumentNullException.ThrowIfNull(module);
-        if (maxDecay is < 0 or >= 1 || double.IsNaN(maxDecay))
-        {
-            throw new ArgumentOutOfRangeException(nameof(maxDecay), maxDecay, "The EMA decay must be in [0, 1).");
-        }
-
-        MaxDecay = maxDecay;
+        MaxDecay = CheckDecay(maxDecay);
         parameters = module.parameters().ToArray();
         using var noGrad = no_grad();
         shadow = parameters.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray();
@@ -47,12 +42,7 @@ public sealed class ExponentialMovingAverage : IDisposable
     public ExponentialMovingAverage(FusedAdamW optimizer, double maxDecay)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
-        if (maxDecay is < 0 or >= 1 || double.IsNaN(maxDecay))
-        {
-            throw new ArgumentOutOfRangeException(nameof(maxDecay), maxDecay, "The EMA decay must be in [0, 1).");
-        }
-
-        MaxDecay = maxDecay;
+        MaxDecay = CheckDecay(maxDecay);
         parameters = optimizer.Parameters.ToArray();
         flatParameters = optimizer.FlatParameters;
         using var noGrad = no_grad();
@@ -66,6 +56,10 @@ public sealed class ExponentialMovingAverage : IDisposable
             offset += n;
         }
     }
+
+    private static double CheckDecay(double maxDecay) => maxDecay is >= 0 and < 1
+        ? maxDecay
+        : throw new ArgumentOutOfRangeException(nameof(maxDecay), maxDecay, "The EMA decay must be in [0, 1).");
 
     /// <summary>Gets the decay the ramp tends to.</summary>
     public double MaxDecay { get; }

@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Linq;
+using Microsoft.ML.Diffusion.Persistence;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -135,8 +136,8 @@ public sealed class FusedAdamW : IDisposable
     {
         ArgumentNullException.ThrowIfNull(writer);
         writer.Write("AdamW");
-        WriteLeb128(writer, 1);
-        WriteLeb128(writer, parameters.Length);
+        Leb128.Write(writer, 1);
+        Leb128.Write(writer, parameters.Length);
         writer.Write(initialLearningRate);
         writer.Write(LearningRate);
         writer.Write(Beta1);
@@ -179,8 +180,8 @@ public sealed class FusedAdamW : IDisposable
             throw new InvalidDataException($"The optimizer state is for '{name}', not AdamW.");
         }
 
-        long groups = ReadLeb128(reader);
-        long states = ReadLeb128(reader);
+        long groups = Leb128.Read(reader);
+        long states = Leb128.Read(reader);
         if (groups != 1 || states != parameters.Length)
         {
             throw new InvalidDataException($"The optimizer state has {groups} parameter groups and {states} tensors; this optimizer has 1 and {parameters.Length}.");
@@ -240,32 +241,5 @@ public sealed class FusedAdamW : IDisposable
         FlatGradients.Dispose();
         expAvg.Dispose();
         expAvgSq.Dispose();
-    }
-
-    internal static long ReadLeb128(BinaryReader reader)
-    {
-        long result = 0;
-        for (int shift = 0; shift < 64; shift += 7)
-        {
-            long b = reader.ReadByte();
-            result |= (b & 0x7f) << shift;
-            if ((b & 0x80) == 0)
-            {
-                return result;
-            }
-        }
-
-        throw new InvalidDataException("A length in the stream is malformed.");
-    }
-
-    private static void WriteLeb128(BinaryWriter writer, long value)
-    {
-        do
-        {
-            byte b = (byte)(value & 0x7f);
-            value >>= 7;
-            writer.Write(value != 0 ? (byte)(b | 0x80) : b);
-        }
-        while (value != 0);
     }
 }

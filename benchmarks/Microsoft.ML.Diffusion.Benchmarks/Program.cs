@@ -156,12 +156,13 @@ internal static class Measure
                 using (var scope = NewDisposeScope())
                 {
                     optimizer.ZeroGrad();
+                    var stepGenerator = DeviceRandom.ForTrainingStep(device, generator, 0, step); // once per step, as the training loop
                     int chunk = options.MicroBatch is int m && m < batch ? m : batch;
                     for (int start = 0; start < batch; start += chunk)
                     {
                         // The gradient of the batch mean, in chunks (--micro-batch): the same work in smaller tensors.
                         var part = chunk == batch ? images : images[start..Math.Min(batch, start + chunk)];
-                        var loss = diffusion.Loss(part, generator: DeviceRandom.ForTrainingStep(device, generator, 0, step)) * ((double)part.shape[0] / batch);
+                        var loss = diffusion.Loss(part, generator: stepGenerator) * ((double)part.shape[0] / batch);
                         loss.backward();
                     }
 
