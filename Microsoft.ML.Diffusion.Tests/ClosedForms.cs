@@ -1,5 +1,6 @@
 using System;
 using System.Linq;
+using Microsoft.ML.Diffusion.Core.Schedules;
 
 namespace Microsoft.ML.Diffusion.Tests;
 

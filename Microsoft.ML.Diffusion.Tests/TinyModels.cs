@@ -1,3 +1,6 @@
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Schedules;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Tests;

@@ -4,6 +4,10 @@ using System.IO;
 using System.Linq;
 using System.Reflection;
 using System.Text.RegularExpressions;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Runtime;
+using Microsoft.ML.Diffusion.Core.Schedules;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -50,12 +54,12 @@ public sealed class DeviceGuardTests
     {
         // libtorch has no C++ meta kernel for convolutions, so the U-Net and its attention layers cannot run on meta; the
         // time embedding (the first GPU failure: a constant left on the CPU) and the normalisation can.
-        using var embedding = new Microsoft.ML.Diffusion.Networks.SinusoidalPositionEmbedding(16);
+        using var embedding = new Microsoft.ML.Diffusion.Core.Networks.SinusoidalPositionEmbedding(16);
         embedding.to(Meta);
         using var time = embedding.call(tensor(new long[] { 0, 5, 9 }).to(Meta));
         Assert.AreEqual(DeviceType.META, time.device_type);
         CollectionAssert.AreEqual(new long[] { 3, 16 }, time.shape);
-        foreach (nn.Module<Tensor, Tensor> layer in new nn.Module<Tensor, Tensor>[] { new Microsoft.ML.Diffusion.Networks.RmsNorm(8) })
+        foreach (nn.Module<Tensor, Tensor> layer in new nn.Module<Tensor, Tensor>[] { new Microsoft.ML.Diffusion.Core.Networks.RmsNorm(8) })
         {
             using (layer)
             {
@@ -76,9 +80,9 @@ public sealed class DeviceGuardTests
         string library = Path.Combine(RepositoryRoot(), "Microsoft.ML.Diffusion");
         var creation = new Regex(@"(?<![\w.])(zeros|ones|full|arange|tensor|empty|linspace|eye)\s*\(");
         var offenders = new List<string>();
-        foreach (string folder in new[] { "Diffusion", "Sampling", "Training", "Networks", "Evaluation" })
+        foreach (string folder in new[] { "Core/Diffusion", "Core/Sampling", "Core/Training", "Core/Networks", "Tools/Evaluation" })
         {
-            foreach (string file in Directory.EnumerateFiles(Path.Combine(library, folder), "*.cs", SearchOption.AllDirectories))
+            foreach (string file in Directory.EnumerateFiles(Path.Combine(library, folder.Replace('/', Path.DirectorySeparatorChar)), "*.cs", SearchOption.AllDirectories))
             {
                 if (Path.GetFileName(file) is "Checkpoint.cs")
                 {
@@ -164,7 +168,7 @@ public sealed class DeviceGuardTests
         // TorchSharp's Module.load moves a module off the GPU to the CPU and back, which replaces every parameter: the
         // optimizer and the EMA would then step disposed tensors (the resume failure an H200 showed: "Tensor invalid --
         // empty handle"). On the CPU nothing moves, so only this source check catches it here. Checkpoints load in place.
-        string training = Path.Combine(RepositoryRoot(), "Microsoft.ML.Diffusion", "Training");
+        string training = Path.Combine(RepositoryRoot(), "Microsoft.ML.Diffusion", "Core", "Training");
         var offenders = Directory.EnumerateFiles(training, "*.cs", SearchOption.AllDirectories)
             .SelectMany(f => File.ReadAllLines(f).Select((line, i) => (File: Path.GetFileName(f), Line: line.Trim(), Number: i + 1)))
             .Where(x => !x.Line.StartsWith("//", StringComparison.Ordinal) && Regex.IsMatch(x.Line, @"\.load\s*\("))
@@ -222,7 +226,7 @@ internal sealed class PointwiseOptions : DenoiserOptions
 /// <summary>A per-pixel linear map conditioned on the time embedding and label: meta-device friendly.</summary>
 internal sealed class PointwiseDenoiser : Denoiser
 {
-    private readonly Microsoft.ML.Diffusion.Networks.SinusoidalPositionEmbedding time_embedding;
+    private readonly Microsoft.ML.Diffusion.Core.Networks.SinusoidalPositionEmbedding time_embedding;
     private readonly TorchSharp.Modules.Linear time_mlp;
     private readonly TorchSharp.Modules.Parameter class_embedding;
     private readonly TorchSharp.Modules.Linear mix;
@@ -233,7 +237,7 @@ internal sealed class PointwiseDenoiser : Denoiser
     {
         this.options = (PointwiseOptions)options.Clone();
         int outputs = options.Channels * (options.LearnedVariance ? 2 : 1);
-        time_embedding = new Microsoft.ML.Diffusion.Networks.SinusoidalPositionEmbedding(8);
+        time_embedding = new Microsoft.ML.Diffusion.Core.Networks.SinusoidalPositionEmbedding(8);
         time_mlp = nn.Linear(8, outputs);
         class_embedding = new TorchSharp.Modules.Parameter(randn(options.ClassCount + 1, outputs));
         mix = nn.Linear(options.Channels, outputs);

@@ -4,8 +4,10 @@ using System.Linq;
 using System.Threading;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Sampling;
+using Microsoft.ML.Diffusion.Core.Training;
 using Microsoft.ML.Transforms.Image;
-using Microsoft.ML.Diffusion.Persistence;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 
 namespace Microsoft.ML.Diffusion.Tests.MLNet;

@@ -3,8 +3,9 @@ using System.Collections.Generic;
 using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Microsoft.ML.Diffusion.Data;
-using Microsoft.ML.Diffusion.Tests.Diffusion;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Sampling;
+using Microsoft.ML.Diffusion.Tests.Core.Diffusion;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using static TorchSharp.torch;
 

@@ -2,6 +2,8 @@ using System;
 using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 
 namespace Microsoft.ML.Diffusion.Tests.MLNet;

@@ -5,6 +5,8 @@ using System.Linq;
 using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 
 namespace Microsoft.ML.Diffusion.Tests.MLNet;
@@ -118,7 +120,7 @@ public sealed class PersistenceTests
             for (int prefix = 1; prefix <= 3; prefix++)
             {
                 int at = json - prefix - 4;
-                if (BitConverter.ToInt32(bytes, at) == Persistence.DiffusionModelFile.FormatVersion)
+                if (BitConverter.ToInt32(bytes, at) == DiffusionModelFile.FormatVersion)
                 {
                     BitConverter.GetBytes(7).CopyTo(bytes, at);
                     return;

@@ -6,6 +6,11 @@ using System.Linq;
 using System.Reflection;
 using System.Threading;
 using Microsoft.ML;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Sampling;
+using Microsoft.ML.Diffusion.Core.Training;
+using Microsoft.ML.Diffusion.Tools.Evaluation;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using static TorchSharp.torch;
 

@@ -3,8 +3,12 @@ using System.IO;
 using System.IO.Compression;
 using System.Linq;
 using System.Security.Cryptography;
-using Microsoft.ML.Diffusion.Data;
-using Microsoft.ML.Diffusion.Persistence;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Schedules;
+using Microsoft.ML.Diffusion.Core.Training;
+using Microsoft.ML.Diffusion.Import;
 using TorchSharp;
 using static TorchSharp.torch;
 

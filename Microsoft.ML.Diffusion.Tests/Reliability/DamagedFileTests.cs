@@ -4,7 +4,11 @@ using System.IO.Compression;
 using System.Linq;
 using System.Security.Cryptography;
 using System.Text;
-using Microsoft.ML.Diffusion.Persistence;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Training;
+using Microsoft.ML.Diffusion.Import;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 
 namespace Microsoft.ML.Diffusion.Tests.Reliability;

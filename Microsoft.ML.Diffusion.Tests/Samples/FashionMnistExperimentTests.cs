@@ -3,6 +3,7 @@ using System.IO;
 using System.Linq;
 using FashionMnist;
 using Microsoft.ML;
+using Microsoft.ML.Diffusion;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 
 namespace Microsoft.ML.Diffusion.Tests.Samples;

@@ -3,7 +3,9 @@ using System.IO;
 using System.Linq;
 using FolderTrainer;
 using Microsoft.ML.Data;
-using Microsoft.ML.Diffusion.Tests.Imaging;
+using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Tests.Tools.Pictures;
+using Microsoft.ML.Diffusion.Tools.Pictures;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using static TorchSharp.torch;
 

@@ -9,6 +9,12 @@ using System.IO;
 using System.Linq;
 using System.Text.Json;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Runtime;
+using Microsoft.ML.Diffusion.Core.Sampling;
+using Microsoft.ML.Diffusion.Core.Schedules;
+using Microsoft.ML.Diffusion.Core.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 

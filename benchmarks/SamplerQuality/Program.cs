@@ -14,7 +14,10 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
-using Microsoft.ML.Diffusion.Data;
+using Microsoft.ML.Diffusion.Core.Sampling;
+using Microsoft.ML.Diffusion.Import;
+using Microsoft.ML.Diffusion.Tools.Evaluation;
+using Microsoft.ML.Diffusion.Tools.Pictures;
 using static TorchSharp.torch;
 
 // "--device cuda" (anywhere) samples on that device; the classifier's features are computed on the CPU.

@@ -6,6 +6,7 @@ using System.Security.Cryptography;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
 
 if (args.Length != 2 || args[0] is not ("fit" or "load"))
 {

@@ -7,6 +7,14 @@ using System.Linq;
 using DiffusionSamples;
 using Microsoft.ML;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Sampling;
+using Microsoft.ML.Diffusion.Core.Schedules;
+using Microsoft.ML.Diffusion.Core.Training;
+using Microsoft.ML.Diffusion.Import;
+using Microsoft.ML.Diffusion.Tools.Evaluation;
+using Microsoft.ML.Diffusion.Tools.Pictures;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Tools.Evaluation;
 using static TorchSharp.torch;
 
 namespace FashionMnist;

@@ -5,6 +5,10 @@ using System;
 using System.Diagnostics;
 using System.IO;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Sampling;
+using Microsoft.ML.Diffusion.Core.Schedules;
 using TorchSharp;
 using static TorchSharp.torch;
 

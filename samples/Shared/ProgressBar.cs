@@ -1,6 +1,7 @@
 using System;
 using System.IO;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Training;
 
 namespace DiffusionSamples;
 

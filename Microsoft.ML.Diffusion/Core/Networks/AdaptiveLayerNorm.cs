@@ -1,0 +1,27 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Core.Networks;
+
+/// <summary>
+/// Adaptive layer norm (Peebles &amp; Xie 2023, §3.2): LayerNorm over the token width without its own gain and bias, then
+/// the gain and shift regressed from the conditioning: LN(x)·(1 + scale) + shift.
+/// </summary>
+/// <remarks>
+/// The normalisation is written out, (x − mean)/√(var + ε), rather than calling libtorch's <c>layer_norm</c>: outside the
+/// CPU and CUDA that falls back to <c>native_batch_norm</c>, which has no meta-device kernel.
+/// </remarks>
+internal static class AdaptiveLayerNorm
+{
+    private const double Epsilon = 1e-6;
+
+    /// <param name="x">Tokens N×T×D.</param>
+    /// <param name="shift">N×D, one shift per image.</param>
+    /// <param name="scale">N×D, one scale per image (0 = LayerNorm unchanged).</param>
+    public static Tensor Modulate(Tensor x, Tensor shift, Tensor scale)
+    {
+        using var scope = NewDisposeScope();
+        var centred = x - x.mean(new long[] { -1 }, keepdim: true);
+        var normalized = centred * (centred.square().mean(new long[] { -1 }, keepdim: true) + Epsilon).rsqrt();
+        return ((normalized * (scale.unsqueeze(1) + 1)) + shift.unsqueeze(1)).MoveToOuterDisposeScope();
+    }
+}

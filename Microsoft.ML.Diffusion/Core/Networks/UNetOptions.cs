@@ -1,0 +1,98 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+
+namespace Microsoft.ML.Diffusion.Core.Networks;
+
+/// <summary>
+/// Shape of the <see cref="UNet"/> noise predictor. The layers match denoising-diffusion-pytorch 2.1.1's
+/// <c>Unet</c> for the same <see cref="Dim"/> and <see cref="DimMults"/>, so parameter counts compare one to one.
+/// </summary>
+public sealed class UNetOptions : DenoiserOptions
+{
+    /// <summary>The kind's name in model files.</summary>
+    public const string KindName = "UNet";
+
+    /// <inheritdoc/>
+    public override string Kind => KindName;
+
+    // Each level halves the image; 16 levels already need sides divisible by 2^15.
+    private const int MaxLevels = 16;
+
+    /// <summary>Gets or sets the base width (channels of the first level). Default 32.</summary>
+    public int Dim { get; set; } = 32;
+
+    /// <summary>Gets or sets the width multiplier of each level; the input size must divide by 2^(levels − 1). Default (1, 2, 4).</summary>
+    public IReadOnlyList<int> DimMults { get; set; } = new[] { 1, 2, 4 };
+
+    /// <summary>Gets or sets the dropout probability inside the ResNet blocks. Default 0.</summary>
+    public double Dropout { get; set; }
+
+    /// <summary>Gets or sets the number of attention heads. Default 4.</summary>
+    public int AttentionHeads { get; set; } = 4;
+
+    /// <summary>Gets or sets the width of one attention head. Default 32.</summary>
+    public int AttentionDimHead { get; set; } = 32;
+
+    /// <summary>Gets the number of resolution levels.</summary>
+    public int Levels => DimMults.Count;
+
+    /// <summary>Gets the factor every image side must divide by: 2^(levels − 1).</summary>
+    public override int SizeDivisor => 1 << (DimMults.Count - 1);
+
+    /// <inheritdoc/>
+    public override Denoiser CreateDenoiser() => new UNet(this);
+
+    /// <inheritdoc/>
+    public override long? CountParameters() => ModelLimits.UNetParameterCount(this);
+
+    /// <summary>Returns a deep copy.</summary>
+    /// <returns>The copy.</returns>
+    public override UNetOptions Clone() => new()
+    {
+        Dim = Dim,
+        DimMults = DimMults.ToArray(),
+        Channels = Channels,
+        Dropout = Dropout,
+        AttentionHeads = AttentionHeads,
+        AttentionDimHead = AttentionDimHead,
+        LearnedVariance = LearnedVariance,
+        ClassCount = ClassCount,
+    };
+
+    /// <summary>Throws a clear exception for an invalid combination.</summary>
+    public override void Validate()
+    {
+        if (Dim < 4 || Dim % 2 != 0)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(Dim), Dim, $"UNetOptions.Dim must be even and at least 4 (the sinusoidal time embedding has Dim/2 frequencies, at least 2); got {Dim}.");
+        }
+
+        if (DimMults is null || DimMults.Count < 1 || DimMults.Count > MaxLevels || DimMults.Any(m => m < 1))
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(DimMults), $"UNetOptions.DimMults must hold between 1 and {MaxLevels} positive multipliers (one per resolution level).");
+        }
+
+        if (Channels < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Channels), Channels, "UNetOptions.Channels must be positive.");
+        }
+
+        if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "UNetOptions.Dropout must be in [0, 1).");
+        }
+
+        if (AttentionHeads < 1 || AttentionDimHead < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(AttentionHeads), "UNetOptions.AttentionHeads and AttentionDimHead must be positive.");
+        }
+
+        if (ClassCount < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, "UNetOptions.ClassCount must be 0 (unconditional) or positive.");
+        }
+    }
+}

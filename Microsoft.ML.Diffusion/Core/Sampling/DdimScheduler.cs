@@ -1,0 +1,68 @@
+using System;
+using System.Collections.Generic;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Schedules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Core.Sampling;
+
+/// <summary>
+/// DDIM (Song et al. 2021, eq. 12) over <see cref="Steps"/> evenly spaced timesteps from T − 1 down to 0:
+/// x_{τ'} = √ᾱ_{τ'} x̂₀ + √(1 − ᾱ_{τ'} − σ²) ε̂ + σ z with σ = η √((1 − ᾱ_{τ'})/(1 − ᾱ_τ)) √(1 − ᾱ_τ/ᾱ_{τ'}).
+/// η = 0 is deterministic; η = 1 with all T steps is ancestral sampling with the posterior variance.
+/// </summary>
+public sealed class DdimScheduler : TimestepScheduler
+{
+    private int steps = 50;
+    private double eta;
+
+    /// <summary>Gets or sets the number of denoising steps (1 ≤ steps ≤ T). Default 50.</summary>
+    public int Steps
+    {
+        get => steps;
+        set => steps = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "DDIM needs at least one step.");
+    }
+
+    /// <summary>Gets or sets η ∈ [0, 1], the amount of fresh noise per step. Default 0.</summary>
+    public double Eta
+    {
+        get => eta;
+        set => eta = value is >= 0 and <= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "η must be in [0, 1].");
+    }
+
+    /// <summary>The visited timesteps: round(i·(T − 1)/(S − 1)) for i = S − 1 … 0, so T − 1 and 0 are always included.</summary>
+    /// <param name="schedule">The model's schedule.</param>
+    /// <returns>The decreasing sequence.</returns>
+    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule)
+    {
+        ArgumentNullException.ThrowIfNull(schedule);
+        if (steps > schedule.Timesteps)
+        {
+            throw new ArgumentOutOfRangeException(nameof(schedule), $"DDIM with {steps} steps needs at least as many diffusion timesteps; the model has {schedule.Timesteps}.");
+        }
+
+        var sequence = NoiseSchedule.EvenlySpacedTimesteps(schedule.Timesteps, steps);
+        Array.Reverse(sequence);
+        return sequence;
+    }
+
+    /// <inheritdoc/>
+    protected override bool UsesStepNoise => eta > 0;
+
+    /// <inheritdoc/>
+    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state)
+    {
+        if (next < 0)
+        {
+            return prediction.PredictedStart.alias();
+        }
+
+        var alphaBar = diffusion.Schedule.AlphasCumprod;
+        double a = alphaBar[t];
+        double aNext = alphaBar[next];
+        double sigma = eta * Math.Sqrt((1 - aNext) / (1 - a)) * Math.Sqrt(1 - (a / aNext));
+        double c = Math.Sqrt(Math.Max(0.0, 1 - aNext - (sigma * sigma)));
+        var result = (Math.Sqrt(aNext) * prediction.PredictedStart) + (c * prediction.PredictedNoise);
+        return sigma > 0 ? result + (sigma * noise!) : result;
+    }
+}

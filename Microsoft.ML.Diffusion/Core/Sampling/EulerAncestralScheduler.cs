@@ -1,0 +1,68 @@
+using System;
+using System.Collections.Generic;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Schedules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Core.Sampling;
+
+/// <summary>
+/// Euler-ancestral sampling (Karras et al. 2022's Euler step with ancestral noise, as k-diffusion's
+/// <c>sample_euler_ancestral</c>), in the variance-exploding view x̃ = x_t/√ᾱ_t = x₀ + σ_t ε with σ_t = √((1 − ᾱ_t)/ᾱ_t):
+/// from σ to σ', σ↑ = min(σ', η·√(σ'²(σ² − σ'²)/σ²)), σ↓ = √(σ'² − σ↑²), x̃' = x̃ + (σ↓ − σ)(x̃ − x̂₀)/σ + σ↑ z.
+/// The last visited timestep is 0, where the result is x̂₀ itself.
+/// </summary>
+public sealed class EulerAncestralScheduler : TimestepScheduler
+{
+    private int steps = 20;
+    private double eta = 1.0;
+
+    /// <summary>Gets or sets the number of network evaluations (2 ≤ steps ≤ T). Default 20.</summary>
+    public int Steps
+    {
+        get => steps;
+        set => steps = value >= 2 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "Euler-ancestral needs at least two steps.");
+    }
+
+    /// <summary>Gets or sets η ∈ [0, 1], the scale of the ancestral noise (0 = the deterministic Euler method). Default 1.</summary>
+    public double Eta
+    {
+        get => eta;
+        set => eta = value is >= 0 and <= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "η must be in [0, 1].");
+    }
+
+    /// <summary>Gets or sets how the timesteps are spaced. Default <see cref="TimestepSpacing.Uniform"/>.</summary>
+    public TimestepSpacing Spacing { get; set; } = TimestepSpacing.Uniform;
+
+    /// <inheritdoc/>
+    protected override bool UsesStepNoise => eta > 0;
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule) => DpmSolverScheduler.Visit(schedule, steps, Spacing, "Euler-ancestral");
+
+    /// <inheritdoc/>
+    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state)
+    {
+        ArgumentNullException.ThrowIfNull(diffusion);
+        ArgumentNullException.ThrowIfNull(prediction);
+        if (next < 0)
+        {
+            return prediction.PredictedStart.alias();
+        }
+
+        var alphaBar = diffusion.Schedule.AlphasCumprod;
+        double sigma = Math.Sqrt((1 - alphaBar[t]) / alphaBar[t]);
+        double sigmaNext = Math.Sqrt((1 - alphaBar[next]) / alphaBar[next]);
+        double up = Math.Min(sigmaNext, eta * Math.Sqrt(sigmaNext * sigmaNext * ((sigma * sigma) - (sigmaNext * sigmaNext)) / (sigma * sigma)));
+        double down = Math.Sqrt((sigmaNext * sigmaNext) - (up * up));
+        var scaled = x / Math.Sqrt(alphaBar[t]);
+        var direction = (scaled - prediction.PredictedStart) / sigma;
+        var moved = scaled + ((down - sigma) * direction);
+        if (up > 0)
+        {
+            moved = moved + (up * noise!);
+        }
+
+        return moved * Math.Sqrt(alphaBar[next]);
+    }
+}

@@ -1,0 +1,262 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Schedules;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Diffusion.Core.Sampling;
+
+/// <summary>The loop shared by the samplers: start from seeded noise x_T, walk a decreasing sequence of timesteps, capture.</summary>
+public abstract class TimestepScheduler : IDiffusionScheduler
+{
+    private int? microBatchSize;
+
+    /// <summary>Gets or sets a value indicating whether x̂₀ is clamped to [−1, 1] at every step. Default true.</summary>
+    public bool ClipDenoised { get; set; } = true;
+
+    /// <summary>Gets or sets the classifier-free guidance scale w (class-conditional models only). Default 1 (none).</summary>
+    public double GuidanceScale { get; set; } = 1.0;
+
+    /// <summary>
+    /// Gets or sets how many images one network call processes, or null (default) to choose by device: on the CPU 8 (the
+    /// fastest chunk for small U-Nets on 2 cores), elsewhere <see cref="DeviceMicroBatchSize"/>. The network and every step
+    /// run on chunks of exactly this many images (the last chunk is padded), so on the CPU an image's bits depend only on
+    /// its seed, its label and this number — never on the batch it was generated in.
+    /// </summary>
+    public int? MicroBatchSize
+    {
+        get => microBatchSize;
+        set => microBatchSize = value is null or >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The micro-batch size must be positive.");
+    }
+
+    /// <summary>The chunk used on the CPU when <see cref="MicroBatchSize"/> is null.</summary>
+    public const int CpuMicroBatchSize = 8;
+
+    /// <summary>
+    /// The largest chunk used on a GPU when <see cref="MicroBatchSize"/> is null: a request of up to this many images runs as
+    /// one batch (a GPU is bound by kernel launches, not arithmetic, for the small images of this library).
+    /// </summary>
+    public const int DeviceMicroBatchSize = 256;
+
+    /// <summary>Gets the chunk size a request of <paramref name="count"/> images runs in on <paramref name="device"/>.</summary>
+    /// <param name="device">The device of the model.</param>
+    /// <param name="count">The number of images asked for.</param>
+    /// <returns>The chunk size.</returns>
+    public int ChunkSize(Device device, int count)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (microBatchSize is int fixedSize)
+        {
+            return fixedSize;
+        }
+
+        return device.type == DeviceType.CPU ? CpuMicroBatchSize : Math.Clamp(count, 1, DeviceMicroBatchSize);
+    }
+
+    /// <inheritdoc/>
+    public Tensor Sample(GaussianDiffusion diffusion, IReadOnlyList<long> seeds, Tensor? classes = null, SamplingTrajectory? trajectory = null) =>
+        Sample(diffusion, seeds, classes, trajectory, edit: null);
+
+    /// <summary>
+    /// Generates one image per seed, or edits given images (image-to-image, inpainting). An image depends only on its
+    /// seed, its label and its edit, never on the batch.
+    /// </summary>
+    /// <param name="diffusion">The model.</param>
+    /// <param name="seeds">One seed per image.</param>
+    /// <param name="classes">Labels for a class-conditional model (ClassCount = no label), or null.</param>
+    /// <param name="trajectory">Receives intermediate states, or null.</param>
+    /// <param name="edit">The images to start from and the pixels to keep, or null to generate from noise.</param>
+    /// <returns>Images N×C×H×W in [−1, 1] (clamped when <see cref="ClipDenoised"/>), on the model's device.</returns>
+    public Tensor Sample(GaussianDiffusion diffusion, IReadOnlyList<long> seeds, Tensor? classes, SamplingTrajectory? trajectory, ImageEdit? edit)
+    {
+        ArgumentNullException.ThrowIfNull(diffusion);
+        ArgumentNullException.ThrowIfNull(seeds);
+        if (seeds.Count == 0)
+        {
+            throw new ArgumentException("At least one seed is needed.", nameof(seeds));
+        }
+
+        if (classes is not null && (classes.dim() != 1 || classes.shape[0] != seeds.Count))
+        {
+            throw new ArgumentException($"Expected {seeds.Count} labels, one per seed; got shape [{string.Join(", ", classes.shape)}].", nameof(classes));
+        }
+
+        var imageShape = new long[] { diffusion.Channels, diffusion.ImageHeight, diffusion.ImageWidth };
+        if (edit is not null)
+        {
+            CheckEdit(edit, seeds.Count, imageShape);
+        }
+
+        IReadOnlyList<int> steps = Timesteps(diffusion.Schedule);
+        if (edit is not null)
+        {
+            int start = (int)Math.Round(edit.Strength * (diffusion.Timesteps - 1), MidpointRounding.AwayFromZero);
+            steps = steps.Where(t => t <= start).ToArray();
+            if (steps.Count == 0)
+            {
+                steps = new[] { 0 };
+            }
+        }
+
+        var device = diffusion.Device;
+        int count = seeds.Count;
+        int chunk = ChunkSize(device, count);
+        int chunks = (count + chunk - 1) / chunk;
+        int padded = chunks * chunk;
+        var allSeeds = new long[padded];
+        for (int i = 0; i < padded; i++)
+        {
+            allSeeds[i] = i < count ? seeds[i] : SeededNoise.DeriveSeed(-1, i);
+        }
+
+        using var noGrad = no_grad();
+        using var noise = new SeededNoise(allSeeds, imageShape, device, float32);
+        using var labels = classes is null ? null : PadLabels(classes, padded, diffusion.Model.ClassCount, device);
+
+        // An edit's known pixels are noised with a stream of their own (derived from each seed), so that the sampler's
+        // noise stream is the same with and without an edit.
+        using var editNoise = edit is null ? null : new SeededNoise(allSeeds.Select(s => SeededNoise.DeriveSeed(s, 1)).ToArray(), imageShape, device, float32);
+        using var known = edit is null ? null : Pad(edit.Images.to(float32, device), padded);
+        using var keep = edit?.Mask is null ? null : Pad(edit.Mask.to(float32, device).expand(edit.Images.shape), padded);
+        Tensor x = noise.Next();
+        if (known is not null)
+        {
+            using var start = x;
+            x = diffusion.QSample(known, full(padded, steps[0], dtype: int64, device: device), start);
+        }
+
+        var states = new IDisposable?[chunks];
+        try
+        {
+            for (int i = 0; i < steps.Count; i++)
+            {
+                int t = steps[i];
+                int next = i + 1 < steps.Count ? steps[i + 1] : -1;
+                using var scope = NewDisposeScope();
+                var before = x;
+                int rounds = keep is null || next < 0 ? 1 : edit!.Resampling;
+                for (int round = 0; round < rounds; round++)
+                {
+                    if (round > 0)
+                    {
+                        // RePaint: go back from x_next to x_t with fresh noise, q(x_t | x_next), and do the step again.
+                        double ratio = diffusion.Schedule.AlphasCumprod[t] / diffusion.Schedule.AlphasCumprod[next];
+                        x = (Math.Sqrt(ratio) * x) + (Math.Sqrt(1 - ratio) * editNoise!.Next());
+                    }
+
+                    // Samplers that inject noise draw it at every step, so that the noise stream does not depend on the
+                    // sampler's choices (DDIM with η = 1 and DDPM follow the same path); deterministic ones draw nothing
+                    // after x_T.
+                    var fresh = UsesStepNoise ? noise.Next() : null;
+                    var tensorT = full(chunk, t, dtype: int64, device: device);
+                    var starts = new Tensor[chunks];
+                    var results = new Tensor[chunks];
+                    for (int c = 0; c < chunks; c++)
+                    {
+                        var rows = chunks == 1 ? x : x[(c * chunk)..((c + 1) * chunk)];
+                        var chunkLabels = labels is null || chunks == 1 ? labels : labels[(c * chunk)..((c + 1) * chunk)];
+                        var chunkNoise = fresh is null || chunks == 1 ? fresh : fresh[(c * chunk)..((c + 1) * chunk)];
+                        var prediction = diffusion.PMeanVariance(rows, tensorT, chunkLabels, ClipDenoised, GuidanceScale);
+                        starts[c] = prediction.PredictedStart;
+                        states[c] ??= CreateChunkState();
+                        results[c] = Step(diffusion, rows, t, next, prediction, chunkNoise, states[c]);
+                    }
+
+                    if (round == 0 && trajectory is not null && i % trajectory.Every == 0)
+                    {
+                        trajectory.Add(t, x[..count], (chunks == 1 ? starts[0] : cat(starts, 0))[..count]);
+                    }
+
+                    var result = chunks == 1 ? results[0] : cat(results, 0);
+                    if (keep is not null)
+                    {
+                        // Inpainting: the kept pixels are the known image at the new noise level (the image itself at the end).
+                        var knownAtNext = next < 0 ? known! : diffusion.QSample(known!, full(padded, next, dtype: int64, device: device), editNoise!.Next());
+                        result = (keep * knownAtNext) + ((1 - keep) * result);
+                    }
+
+                    x = result;
+                }
+
+                x = x.MoveToOuterDisposeScope();
+                before.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var state in states)
+            {
+                state?.Dispose();
+            }
+        }
+
+        var images = x[..count].clone();
+        x.Dispose();
+        trajectory?.Add(-1, images, images);
+        return images;
+    }
+
+    /// <summary>
+    /// Gets a value indicating whether <see cref="Step"/> uses its noise argument. When false, no noise is drawn after x_T
+    /// and <see cref="Step"/> receives null. Default true.
+    /// </summary>
+    protected virtual bool UsesStepNoise => true;
+
+    /// <summary>The decreasing timesteps to visit, from T − 1 down to 0.</summary>
+    /// <param name="schedule">The model's noise schedule (T = its length).</param>
+    /// <returns>The sequence.</returns>
+    protected abstract IReadOnlyList<int> Timesteps(NoiseSchedule schedule);
+
+    /// <summary>
+    /// Creates the state one chunk of images carries from step to step (a multistep method keeps earlier predictions in
+    /// it), or null. It is disposed when the chunk is done.
+    /// </summary>
+    /// <returns>The state, or null.</returns>
+    protected virtual IDisposable? CreateChunkState() => null;
+
+    /// <summary>One reverse step from x_t to x_next (next = −1 means to x₀).</summary>
+    /// <param name="diffusion">The model.</param>
+    /// <param name="x">x_t.</param>
+    /// <param name="t">The current timestep.</param>
+    /// <param name="next">The next timestep, or −1.</param>
+    /// <param name="prediction">p_θ at (x_t, t).</param>
+    /// <param name="noise">Fresh standard normal noise of the shape of x_t (null when <see cref="UsesStepNoise"/> is false).</param>
+    /// <param name="state">The chunk's state from <see cref="CreateChunkState"/> (the same object at every step), or null.</param>
+    /// <returns>x_next.</returns>
+    protected abstract Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state);
+
+    private static void CheckEdit(ImageEdit edit, int count, long[] imageShape)
+    {
+        var shape = edit.Images.shape;
+        if (shape.Length != 4 || shape[0] != count || shape[1] != imageShape[0] || shape[2] != imageShape[1] || shape[3] != imageShape[2])
+        {
+            throw new ArgumentException($"Expected {count} images {imageShape[0]}×{imageShape[1]}×{imageShape[2]} to edit, one per seed; got shape [{string.Join(", ", shape)}].", nameof(edit));
+        }
+
+        if (edit.Mask is Tensor mask && (mask.dim() != 4 || mask.shape[0] != count || (mask.shape[1] != 1 && mask.shape[1] != imageShape[0]) || mask.shape[2] != imageShape[1] || mask.shape[3] != imageShape[2]))
+        {
+            throw new ArgumentException($"Expected a mask of {count}×1×{imageShape[1]}×{imageShape[2]} (or one channel per image channel); got shape [{string.Join(", ", mask.shape)}].", nameof(edit));
+        }
+    }
+
+    private static Tensor Pad(Tensor rows, int padded)
+    {
+        using var scope = NewDisposeScope();
+        var result = padded > rows.shape[0] ? cat(new[] { rows, zeros_like(rows[..1]).expand(padded - rows.shape[0], -1, -1, -1) }, 0) : rows.alias();
+        return result.contiguous().MoveToOuterDisposeScope();
+    }
+
+    private static Tensor PadLabels(Tensor classes, int padded, int classCount, Device device)
+    {
+        using var scope = NewDisposeScope();
+        var labels = classes.to(int64, device);
+        if (padded > labels.shape[0])
+        {
+            labels = cat(new[] { labels, full(padded - labels.shape[0], classCount, dtype: int64, device: device) }, 0);
+        }
+
+        return labels.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,165 @@
+using System;
+using System.Linq;
+using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Runtime;
+using Microsoft.ML.Diffusion.Core.Schedules;
+using Microsoft.ML.Diffusion.Core.Training;
+using Microsoft.ML.Runtime;
+using Microsoft.ML.Transforms.Image;
+using TorchSharp;
+
+namespace Microsoft.ML.Diffusion;
+
+/// <summary>
+/// Trains a denoising diffusion model (a U-Net noise predictor) on the images of an <see cref="IDataView"/> and returns a
+/// <see cref="DiffusionSampler"/> that generates new ones.
+/// </summary>
+/// <remarks>
+/// <para>Input: an image column — <see cref="MLImage"/> of the model's size, or a Single/Byte vector of C·H·W pixel values
+/// in [0, 255], planar (as ExtractPixels makes) — and optionally a key or integer label column (class-conditional model).</para>
+/// <para>Output: the sampler's columns "GeneratedImage" (<see cref="MLImage"/>) and "GeneratedPixels" (Single vector).</para>
+/// <para>Algorithm (Ho et al. 2020, Algorithm 1): repeat — take a batch x₀, t ~ U{1…T}, ε ~ N(0, I), and step AdamW on
+/// ‖target − f_θ(√ᾱ_t x₀ + √(1 − ᾱ_t) ε, t)‖, the target being ε, x₀ or v; with learned variance the hybrid loss
+/// L_simple + λ·L_vlb (Nichol &amp; Dhariwal 2021). Sampling uses the exponential moving average of the weights.</para>
+/// <para>Characteristics: unsupervised (labels optional); needs normalization: no (pixels are scaled to [−1, 1]);
+/// needs caching: no (the images are read into memory once).</para>
+/// </remarks>
+public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
+{
+    private readonly IHost host;
+    private readonly DiffusionTrainerOptions options;
+
+    internal DiffusionTrainer(IHostEnvironment env, DiffusionTrainerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(options);
+        host = env.Register(nameof(DiffusionTrainer));
+        options.Validate();
+        this.options = options.Clone();
+    }
+
+    /// <summary>Trains on the data. Validates the columns first; fails with an exception naming the column and what it expected.</summary>
+    /// <param name="input">Training data.</param>
+    /// <returns>The trained sampler.</returns>
+    public DiffusionSampler Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        options.Validate();
+        int height = options.Height, width = options.Width, channels = options.Channels;
+        ImageBatchReader.ValidateSchema(input.Schema, options.ImageColumnName, options.LabelColumnName, channels, height, width);
+        var device = Torch.ParseDevice(options.Device);
+        using var channel = host.Start("Training");
+        using var data = ImageBatchReader.ReadAll(input, options.ImageColumnName, options.LabelColumnName, channels, height, width);
+        if (data.Count < 100)
+        {
+            channel.Warning(MessageSensitivity.None, $"Only {data.Count} training images: a diffusion model needs many more to generalise; it will mostly reproduce these.");
+        }
+
+        var network = options.Network.Clone();
+        network.Channels = channels;
+        network.LearnedVariance = options.Variance == VarianceType.LearnedRange;
+        network.ClassCount = data.ClassCount;
+        var schedule = options.Schedule == BetaSchedule.Custom
+            ? NoiseSchedule.Custom(options.CustomBetas!)
+            : NoiseSchedule.Create(options.Schedule, options.Timesteps);
+        var config = new DiffusionModelConfig
+        {
+            ImageHeight = height,
+            ImageWidth = width,
+            Schedule = schedule.Kind,
+            Betas = schedule.Betas.ToArray(),
+            Objective = options.Objective,
+            Loss = options.Loss,
+            Variance = options.Variance,
+            MinSnrGamma = options.MinSnrGamma,
+            Network = network,
+            ImageColumnName = options.ImageColumnName,
+            LabelColumnName = options.LabelColumnName,
+            ClassNames = data.ClassNames,
+            TrainedSteps = options.TrainSteps,
+            Sampling = options.Sampling.Clone(),
+        };
+
+        // Without a seed, the host's random source (seeded from the MLContext's seed) picks one, as ML.NET's trainers do.
+        long seed = options.Seed ?? host.Rand.Next();
+        torch.manual_seed(seed);
+        var diffusion = DiffusionModel.BuildDiffusion(config);
+        try
+        {
+            diffusion.to(device);
+            channel.Info(MessageSensitivity.None, FormattableString.Invariant(
+                $"Training a diffusion model: {data.Count} images {channels}×{height}×{width}, {config.Network.Kind} {diffusion.Model.ParameterCount:N0} parameters, T = {schedule.Timesteps} ({schedule.Kind}), objective {options.Objective}, {options.TrainSteps} steps of {options.BatchSize}×{options.GradientAccumulationSteps}, seed {seed}, device {device}."));
+            var loop = new DiffusionTrainingLoop(
+                diffusion,
+                options.ToTrainingSettings(),
+                progress =>
+                {
+                    channel.Info(MessageSensitivity.None, progress.ToString());
+                    options.Progress?.Report(progress);
+                },
+                message => channel.Info(MessageSensitivity.None, message));
+            loop.Run(data, seed, Fingerprint(config, data.Count));
+            config.TrainedSteps = loop.CompletedSteps;
+            return new DiffusionSampler(host, new DiffusionModel(config, diffusion), options.Sampling);
+        }
+        catch
+        {
+            diffusion.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The output schema: the input's columns plus the generated image and pixel columns.</summary>
+    /// <param name="inputSchema">The input shape.</param>
+    /// <returns>The output shape.</returns>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        if (Find(inputSchema, options.ImageColumnName) is not SchemaShape.Column image)
+        {
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Image column '{options.ImageColumnName}' is not in the input schema.");
+        }
+
+        bool isImage = image.ItemType is ImageDataViewType && image.Kind == SchemaShape.Column.VectorKind.Scalar;
+        bool isVector = image.Kind == SchemaShape.Column.VectorKind.Vector && (image.ItemType == NumberDataViewType.Single || image.ItemType == NumberDataViewType.Byte);
+        if (!isImage && !isVector)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(inputSchema), $"Image column '{options.ImageColumnName}' has type {image.ItemType} ({image.Kind}); expected an image or a fixed-size Single/Byte vector.");
+        }
+
+        if (options.LabelColumnName is string label && Find(inputSchema, label) is null)
+        {
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{label}' is not in the input schema.");
+        }
+
+        var sampling = options.Sampling;
+        var columns = inputSchema.Where(c => c.Name != sampling.OutputImageColumnName && c.Name != sampling.OutputPixelsColumnName).ToList();
+        columns.Add(MLNetInternals.Column(sampling.OutputImageColumnName, SchemaShape.Column.VectorKind.Scalar, new ImageDataViewType(options.Height, options.Width)));
+        columns.Add(MLNetInternals.Column(sampling.OutputPixelsColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Single));
+        return new SchemaShape(columns);
+    }
+
+    // What must not change between a checkpoint and the run that resumes from it. Chunks draw their own timesteps and noise,
+    // so the micro-batch size is part of it whenever it splits the batch (a size that does not split it changes nothing).
+    private string Fingerprint(DiffusionModelConfig config, long rows)
+    {
+        string chunks = options.MicroBatchSize is int m && m < options.BatchSize ? FormattableString.Invariant($"|chunks of {m}") : string.Empty;
+        return FormattableString.Invariant(
+            $"{DiffusionModelFile.ConfigJson(config, forFingerprint: true)}|batch {options.BatchSize}×{options.GradientAccumulationSteps}{chunks}|rows {rows}|flip {options.RandomHorizontalFlip}|dropout {options.ConditionDropout}|ema {options.EmaDecay > 0}");
+    }
+
+    private static SchemaShape.Column? Find(SchemaShape shape, string name)
+    {
+        foreach (var column in shape)
+        {
+            if (column.Name == name)
+            {
+                return column;
+            }
+        }
+
+        return null;
+    }
+}
