@@ -77,10 +77,10 @@ public sealed class DeviceGuardTests
         // are guarded at the source instead: in the layers that run on the model's device, a tensor is created with a
         // device: argument, or moved with .to(…) on the same line, or is a parameter or buffer made at construction (moved
         // by Module.to), or CPU-side state (checkpoints).
-        string library = Path.Combine(RepositoryRoot(), "Microsoft.ML.Diffusion");
+        string library = RepositoryRoot();
         var creation = new Regex(@"(?<![\w.])(zeros|ones|full|arange|tensor|empty|linspace|eye)\s*\(");
         var offenders = new List<string>();
-        foreach (string folder in new[] { "Core/Diffusion", "Core/Sampling", "Core/Training", "Core/Networks", "Tools/Evaluation" })
+        foreach (string folder in new[] { "Microsoft.ML.Diffusion/Core/Diffusion", "Microsoft.ML.Diffusion/Core/Sampling", "Microsoft.ML.Diffusion/Core/Training", "Microsoft.ML.Diffusion/Core/Networks", "Microsoft.ML.Diffusion.Tools/Evaluation" })
         {
             foreach (string file in Directory.EnumerateFiles(Path.Combine(library, folder.Replace('/', Path.DirectorySeparatorChar)), "*.cs", SearchOption.AllDirectories))
             {
@@ -133,10 +133,12 @@ public sealed class DeviceGuardTests
     {
         // A draw with a generator on a non-CPU device fails on CUDA ("Expected a 'cuda' device type for generator"); a draw
         // without one bypasses the seeds. Only DeviceRandom calls torch's samplers; networks may initialise parameters (at construction, on the CPU).
-        string library = Path.Combine(RepositoryRoot(), "Microsoft.ML.Diffusion");
+        string library = RepositoryRoot();
         var draw = new Regex(@"(?<![\w.])(randn|rand|randint|randperm|normal|bernoulli|multinomial)\s*\(|\.(normal_|uniform_|random_|bernoulli_)\s*\(");
         var offenders = new List<string>();
-        foreach (string file in Directory.EnumerateFiles(library, "*.cs", SearchOption.AllDirectories).Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal)))
+        var sources = new[] { "Microsoft.ML.Diffusion", "Microsoft.ML.Diffusion.Tools" }
+            .SelectMany(project => Directory.EnumerateFiles(Path.Combine(library, project), "*.cs", SearchOption.AllDirectories));
+        foreach (string file in sources.Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal)))
         {
             if (Path.GetFileName(file) == "DeviceRandom.cs")
             {

@@ -117,7 +117,7 @@ public sealed class DamagedFileTests
         foreach (var shape in shapes)
         {
             using var unet = new UNet(shape);
-            Assert.AreEqual(unet.ParameterCount, ModelLimits.UNetParameterCount(shape), $"Dim {shape.Dim}, mults {string.Join(",", shape.DimMults)}");
+            Assert.AreEqual(unet.ParameterCount, shape.CountParameters(), $"Dim {shape.Dim}, mults {string.Join(",", shape.DimMults)}");
         }
     }
 

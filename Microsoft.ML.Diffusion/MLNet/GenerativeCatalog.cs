@@ -1,10 +1,12 @@
 using System;
-using Microsoft.ML.Diffusion.Tools.Evaluation;
 using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Diffusion;
 
-/// <summary>Generative models for ML.NET: <c>mlContext.Generative()</c>.</summary>
+/// <summary>
+/// Generative models for ML.NET: <c>mlContext.Generative()</c>. The Microsoft.ML.Diffusion.Tools package adds
+/// <c>CreateDiffusionExperiment</c> (an option search) to it.
+/// </summary>
 public sealed class GenerativeCatalog
 {
     private readonly MLContext mlContext;
@@ -16,13 +18,8 @@ public sealed class GenerativeCatalog
         env = mlContext;
     }
 
-    /// <summary>
-    /// An AutoML-style experiment over the diffusion options: random configurations, successive halving, ranked by a
-    /// validation metric, under a time budget.
-    /// </summary>
-    /// <param name="settings">The search space, budget and metric.</param>
-    /// <returns>The experiment; call <see cref="DiffusionExperiment.Run"/>.</returns>
-    public DiffusionExperiment CreateDiffusionExperiment(DiffusionExperimentSettings settings) => new(mlContext, settings);
+    /// <summary>Gets the context the catalog belongs to (packages that extend the catalog build on it).</summary>
+    internal MLContext Context => mlContext;
 
     /// <summary>A denoising diffusion trainer with full options.</summary>
     /// <param name="options">The options.</param>

@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 
 namespace Microsoft.ML.Diffusion.Core.Networks;
 
@@ -42,7 +43,7 @@ public sealed class DiTOptions : DenoiserOptions
     public override Denoiser CreateDenoiser() => new DiT(this);
 
     /// <inheritdoc/>
-    public override long? CountParameters() => ModelLimits.DiTParameterCount(this);
+    public override long? CountParameters() => ParameterCount(this);
 
     /// <summary>Returns a copy.</summary>
     /// <returns>The copy.</returns>
@@ -99,5 +100,22 @@ public sealed class DiTOptions : DenoiserOptions
         {
             throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, "DiTOptions.ClassCount must be 0 (unconditional) or positive.");
         }
+    }
+
+    /// <summary>
+    /// The number of parameters <c>new DiT(options)</c> has, computed without building it (a test pins it against
+    /// <see cref="Denoiser.ParameterCount"/>).
+    /// </summary>
+    private static long ParameterCount(DiTOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        long d = options.HiddenSize, m = options.MlpHiddenSize, p2 = (long)options.PatchSize * options.PatchSize, c = options.Channels;
+        long outputs = c * (options.LearnedVariance ? 2 : 1);
+        long total = (c * p2 * d) + d;                                    // patch embedding
+        total += (DiT.TimeFrequencySize * d) + d + (d * d) + d; // time MLP
+        total += options.ClassCount > 0 ? (options.ClassCount + 1L) * d : 0;
+        total += options.Depth * ((10 * d * d) + (2 * d * m) + (11 * d) + m);
+        total += (2 * d * d) + (2 * d) + (d * p2 * outputs) + (p2 * outputs);
+        return total;
     }
 }

@@ -44,7 +44,7 @@ public sealed class UNetOptions : DenoiserOptions
     public override Denoiser CreateDenoiser() => new UNet(this);
 
     /// <inheritdoc/>
-    public override long? CountParameters() => ModelLimits.UNetParameterCount(this);
+    public override long? CountParameters() => ParameterCount(this);
 
     /// <summary>Returns a deep copy.</summary>
     /// <returns>The copy.</returns>
@@ -94,5 +94,43 @@ public sealed class UNetOptions : DenoiserOptions
         {
             throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, "UNetOptions.ClassCount must be 0 (unconditional) or positive.");
         }
+    }
+
+    /// <summary>
+    /// The number of parameters <c>new UNet(options)</c> has, computed without building it (a test pins this against
+    /// <see cref="Denoiser.ParameterCount"/>). Model files bound the widths first, so no product overflows.
+    /// </summary>
+    private static long ParameterCount(UNetOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        long dim = options.Dim, time = dim * 4, hidden = (long)options.AttentionHeads * options.AttentionDimHead;
+        long heads = options.AttentionHeads, dimHead = options.AttentionDimHead;
+        static long Conv(long input, long output, long kernel, bool bias = true) => (input * output * kernel * kernel) + (bias ? output : 0);
+        static long Linear(long input, long output) => (input * output) + output;
+        long Resnet(long input, long output) =>
+            Linear(time, output * 2) + Conv(input, output, 3) + output + Conv(output, output, 3) + output + (input != output ? Conv(input, output, 1) : 0);
+        long LinearAttention(long d) => d + (2 * heads * dimHead * 4) + Conv(d, hidden * 3, 1, bias: false) + Conv(hidden, d, 1) + d;
+        long FullAttention(long d) => d + (2 * heads * dimHead * 4) + Conv(d, hidden * 3, 1, bias: false) + Conv(hidden, d, 1);
+
+        long total = Conv(options.Channels, dim, 7) + Linear(dim, time) + Linear(time, time);
+        if (options.ClassCount > 0)
+        {
+            total += (options.ClassCount + 1L) * time;
+        }
+
+        var dims = new[] { dim }.Concat(options.DimMults.Select(m => dim * m)).ToArray();
+        int levels = dims.Length - 1;
+        for (int i = 0; i < levels; i++)
+        {
+            long dimIn = dims[i], dimOut = dims[i + 1];
+            bool last = i == levels - 1;
+            total += (2 * Resnet(dimIn, dimIn)) + (last ? FullAttention(dimIn) : LinearAttention(dimIn)) + (last ? Conv(dimIn, dimOut, 3) : Conv(dimIn * 4, dimOut, 1));
+            total += (2 * Resnet(dimOut + dimIn, dimOut)) + (last ? FullAttention(dimOut) : LinearAttention(dimOut)) + Conv(dimOut, dimIn, 3);
+        }
+
+        long middle = dims[^1];
+        total += (2 * Resnet(middle, middle)) + FullAttention(middle);
+        total += Resnet(dim * 2, dim) + Conv(dim, options.Channels * (options.LearnedVariance ? 2L : 1L), 1);
+        return total;
     }
 }

@@ -4,7 +4,7 @@ using System.Threading;
 namespace Microsoft.ML.Diffusion.Core.Training;
 
 /// <summary>
-/// What the training loop needs to know, free of ML.NET: the ML.NET options (<see cref="DiffusionTrainerOptions"/>)
+/// What the training loop needs to know, free of ML.NET: the ML.NET options (<c>DiffusionTrainerOptions</c>)
 /// map onto it, and so could any other front end.
 /// </summary>
 internal sealed record TrainingSettings
