@@ -93,6 +93,12 @@ internal sealed class DiffusionSchedulerJsonConverter : JsonConverter<DiffusionS
 {
     private const string NameProperty = "Name";
 
+    // Members of the base class that are not settings ([JsonIgnore] there; an override does not inherit the attribute).
+    private static readonly HashSet<string> NotSettings = typeof(DiffusionScheduler).GetProperties()
+        .Where(p => p.IsDefined(typeof(JsonIgnoreAttribute), inherit: true))
+        .Select(p => p.Name)
+        .ToHashSet(StringComparer.Ordinal);
+
     public override DiffusionScheduler? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
         if (JsonNode.Parse(ref reader) is not JsonObject node)
@@ -117,7 +123,7 @@ internal sealed class DiffusionSchedulerJsonConverter : JsonConverter<DiffusionS
         writer.WriteString(NameProperty, value.Name);
         foreach (var (key, property) in node)
         {
-            if (key == NameProperty)
+            if (key == NameProperty || NotSettings.Contains(key))
             {
                 continue;
             }
