@@ -84,10 +84,10 @@ public sealed class DeviceTests
         using var other = Conditional(PredictionTarget.Noise, VarianceType.LearnedRange);
         other.to(device);
         var labels = tensor(new long[] { 0, 1, 2, 3, 4 });
-        foreach (TimestepScheduler sampler in new TimestepScheduler[]
+        foreach (var sampler in new SamplingLoop[]
         {
-            new DdpmScheduler(), new DdimScheduler { Steps = 5 }, new DdimScheduler { Steps = 5, Eta = 0.7 }, new DdimScheduler { Steps = 5, GuidanceScale = 3 },
-            new DpmSolverScheduler { Steps = 5 }, new EulerAncestralScheduler { Steps = 5 },
+            new(new DdpmScheduler()), new(new DdimScheduler { Steps = 5 }), new(new DdimScheduler { Steps = 5, Eta = 0.7 }), new(new DdimScheduler { Steps = 5 }) { GuidanceScale = 3 },
+            new(new DpmSolverScheduler { Steps = 5 }), new(new EulerAncestralScheduler { Steps = 5 }),
         })
         {
             using var trajectory = new SamplingTrajectory(every: 2);
@@ -95,7 +95,7 @@ public sealed class DeviceTests
             using var actual = sampler.Sample(other, Seeds, labels.to(device), trajectory);
             Assert.AreEqual(device.type, actual.device_type);
             double difference = TestDevice.MaxDifference(actual, expected);
-            string what = $"{sampler.GetType().Name} η={(sampler as DdimScheduler)?.Eta} w={sampler.GuidanceScale}";
+            string what = $"{sampler.Scheduler.GetType().Name} η={(sampler.Scheduler as DdimScheduler)?.Eta} w={sampler.GuidanceScale}";
             TestDevice.Record(name, $"max image difference vs cpu, {what}", difference);
 
             // The first steps divide the predicted noise by √ᾱ_t (≈ 0.03 at the end of this 10-step cosine schedule), so a
@@ -119,10 +119,10 @@ public sealed class DeviceTests
         using var scope = NewDisposeScope();
         var images = (torch.arange(5 * 64).reshape(5, 1, 8, 8) % 17).to(float32) * (2f / 16) - 1;
         var mask = (torch.arange(64).reshape(1, 1, 8, 8) % 8 < 4).to(float32).expand(5, 1, 8, 8);
-        foreach (var (what, sampler, strength, resampling, masked) in new (string, TimestepScheduler, double, int, bool)[]
+        foreach (var (what, sampler, strength, resampling, masked) in new (string, SamplingLoop, double, int, bool)[]
         {
-            ("DDIM image-to-image, strength 0.6", new DdimScheduler { Steps = 5 }, 0.6, 1, false),
-            ("DDPM inpainting, 2 resamplings", new DdpmScheduler(), 1.0, 2, true),
+            ("DDIM image-to-image, strength 0.6", new SamplingLoop(new DdimScheduler { Steps = 5 }), 0.6, 1, false),
+            ("DDPM inpainting, 2 resamplings", new SamplingLoop(new DdpmScheduler()), 1.0, 2, true),
         })
         {
             var expected = sampler.Sample(cpu, Seeds, null, null, new ImageEdit(images, masked ? mask : null) { Strength = strength, Resampling = resampling });
@@ -174,7 +174,7 @@ public sealed class DeviceTests
         Assert.IsTrue(expected.item<float>() > 0 && cpu.Model.forward(images, tensor(new long[] { 1, 2, 3, 4 }), labels).abs().max().item<float>() > 1e-3, "the perturbed DiT's output is not zero");
         Assert.IsTrue(loss < 1e-3, $"{loss:E2}");
         Assert.IsTrue(other.Model.parameters().All(p => p.grad is not null && p.grad.device_type == device.type));
-        var sampler = new DdimScheduler { Steps = 4, GuidanceScale = 2 };
+        var sampler = new SamplingLoop(new DdimScheduler { Steps = 4 }) { GuidanceScale = 2 };
         var difference = TestDevice.MaxDifference(sampler.Sample(other, Seeds, tensor(new long[] { 0, 1, 2, 3, 0 }).to(device)), sampler.Sample(cpu, Seeds, tensor(new long[] { 0, 1, 2, 3, 0 })));
         TestDevice.Record(name, "DiT max image difference vs cpu, DDIM w=2", difference);
         Assert.IsTrue(difference < 4e-3 * 3, $"{difference:E2} (tolerance as for the U-Net's samplers at w = 2)");
@@ -190,7 +190,7 @@ public sealed class DeviceTests
         var device = TestDevice.Require(name);
         using var diffusion = Conditional(PredictionTarget.Noise, VarianceType.FixedSmall);
         diffusion.to(device);
-        var sampler = new DdimScheduler { Steps = 5, Eta = 0.5 };
+        var sampler = new SamplingLoop(new DdimScheduler { Steps = 5, Eta = 0.5 });
         using var batch = sampler.Sample(diffusion, Seeds);
         double worst = 0;
         for (int i = 0; i < Seeds.Length; i += 2)
@@ -242,7 +242,7 @@ public sealed class DeviceTests
         var options = MLNetTestData.Options(steps: 6);
         options.Device = name;
         options.LabelColumnName = nameof(PixelRow.Label);
-        options.Sampling = new DiffusionSamplerOptions { Steps = 4, GuidanceScale = 2 };
+        options.Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 4 }, GuidanceScale = 2 };
         using var trained = context.Generative().Diffusion(options).Fit(data);
         StringAssert.StartsWith(trained.Model.Device, name);
         var seeds = MLNetTestData.Seeds(context, 1, 2, 3);

@@ -7,6 +7,7 @@ using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
 using Microsoft.ML.Diffusion.Import;
 using Microsoft.ML.Diffusion.Tests.MLNet;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using TorchSharp;
 using TorchSharp.PyBridge;
@@ -57,7 +58,7 @@ public sealed class PyTorchCheckpointTests
     {
         var mlContext = new MLContext(seed: 1);
         var options = Options(PyTorchWeights.Ema);
-        options.Sampling = new DiffusionSamplerOptions { Steps = 4 };
+        options.Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 4 } };
         using var sampler = PyTorchCheckpoint.Import(mlContext, Fixture("model-1.pt"), options);
         var seeds = MLNetTestData.Seeds(mlContext, 1, 2);
         var pixels = MLNetTestData.Pixels(sampler.Transform(seeds));
@@ -68,7 +69,7 @@ public sealed class PyTorchCheckpointTests
             sampler.Save(mlContext, path);
             using var loaded = DiffusionSampler.Load(new MLContext(), path);
             CollectionAssert.AreEqual(MLNetTestData.PixelHashes(sampler.Transform(seeds)).ToArray(), MLNetTestData.PixelHashes(loaded.Transform(seeds)).ToArray());
-            Assert.AreEqual(4, loaded.Options.Steps);
+            Assert.AreEqual(4, ((DdimScheduler)loaded.Options.Scheduler).Steps);
         }
         finally
         {

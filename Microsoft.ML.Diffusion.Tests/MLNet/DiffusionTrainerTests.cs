@@ -91,7 +91,7 @@ public sealed class DiffusionTrainerTests
     [TestMethod]
     public void GenerateReturnsImagesOfTheModelSize()
     {
-        var images = sampler.Generate(3, new DiffusionSamplerOptions { Method = SamplingMethod.Ddpm, Seed = 4 });
+        var images = sampler.Generate(3, new DiffusionSamplerOptions { Scheduler = new DdpmScheduler(), Seed = 4 });
         Assert.HasCount(3, images);
         Assert.IsTrue(images.All(i => i.Width == 8 && i.Height == 8));
     }

@@ -31,7 +31,7 @@ public sealed class FitLearningTests : OneThreadTests
         options.Timesteps = 50;
         options.BatchSize = 16;
         options.LearningRate = 3e-3;
-        options.Sampling = new DiffusionSamplerOptions { Method = SamplingMethod.Ddpm };
+        options.Sampling = new DiffusionSamplerOptions { Scheduler = new DdpmScheduler() };
         Assert.IsNull(options.WarmupSteps, "the default warm-up");
         Assert.AreEqual(new DiffusionTrainerOptions().GradientClip, options.GradientClip, "the default clipping");
         Assert.AreEqual(new DiffusionTrainerOptions().EmaDecay, options.EmaDecay, "the default EMA");
@@ -69,7 +69,7 @@ public sealed class FitLearningTests : OneThreadTests
     public void TheDefaultFitPathLearnsBothPatterns()
     {
         using var patterns = TinyModels.Patterns();
-        using var images = ToTensor(sampler.Generate(Samples, new DiffusionSamplerOptions { Method = SamplingMethod.Ddpm, Seed = 7 }));
+        using var images = ToTensor(sampler.Generate(Samples, new DiffusionSamplerOptions { Scheduler = new DdpmScheduler(), Seed = 7 }));
         var coverage = PatternCoverage.Of(images, patterns);
         Assert.IsTrue(coverage.Close >= 24, $"unconditional samples: only {coverage}");
         Assert.IsTrue(coverage.PerPattern.All(n => n >= 6), $"a pattern is missing or rare: {coverage}");

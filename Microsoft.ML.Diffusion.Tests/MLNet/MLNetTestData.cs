@@ -4,6 +4,7 @@ using System.Linq;
 using System.Security.Cryptography;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Core.Schedules;
 
@@ -53,7 +54,7 @@ internal static class MLNetTestData
         LearningRate = 2e-3,
         Seed = 3,
         LogEvery = 5,
-        Sampling = new DiffusionSamplerOptions { Steps = 5 },
+        Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 5 } },
     };
 
     public static IDataView Seeds(MLContext mlContext, params int[] seeds) =>

@@ -65,7 +65,7 @@ public sealed class StreamingTransformTests
     {
         var calls = Count(() => Assert.HasCount(SmallRows, MLNetTestData.Pixels(sampler.Transform(small))));
         Assert.AreEqual(SmallRows, calls.Sum());
-        Assert.IsTrue(calls.All(n => n <= (sampler.Options.MicroBatchSize ?? TimestepScheduler.CpuMicroBatchSize)), "no call holds more than one batch");
+        Assert.IsTrue(calls.All(n => n <= (sampler.Options.MicroBatchSize ?? SamplingLoop.CpuMicroBatchSize)), "no call holds more than one batch");
 
         // Both generated columns of a row share one generation.
         var both = Count(() =>

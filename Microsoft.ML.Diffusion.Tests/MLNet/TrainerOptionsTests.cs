@@ -51,9 +51,10 @@ public sealed class TrainerOptionsTests : OneThreadTests
         Assert.AreNotSame(original.Sampling, copy.Sampling);
         Assert.AreNotSame(original.CustomBetas, copy.CustomBetas);
         ((UNetOptions)copy.Network).Dim = 128;
-        copy.Sampling.Steps = 99;
+        copy.Sampling.Scheduler = new DdimScheduler { Steps = 99 };
+        Assert.AreNotSame(original.Sampling.Scheduler, copy.Sampling.Scheduler);
         Assert.AreNotEqual(128, ((UNetOptions)original.Network).Dim, "the copy has its own network options");
-        Assert.AreNotEqual(99, original.Sampling.Steps, "the copy has its own sampler options");
+        Assert.IsInstanceOfType<DdpmScheduler>(original.Sampling.Scheduler, "the copy has its own sampler options");
     }
 
     [TestMethod]
@@ -73,7 +74,7 @@ public sealed class TrainerOptionsTests : OneThreadTests
         baseOptions.MinSnrGamma = 5;
         baseOptions.LogEvery = 3;
         ((UNetOptions)baseOptions.Network).AttentionHeads = 1;
-        baseOptions.Sampling.Steps = 3;
+        baseOptions.Sampling.Scheduler = new DdimScheduler { Steps = 3 };
         baseOptions.MaxTrainingTime = TimeSpan.FromHours(1);
         var settings = new DiffusionExperimentSettings
         {
@@ -98,7 +99,7 @@ public sealed class TrainerOptionsTests : OneThreadTests
 
         Assert.IsNull(trial.MaxTrainingTime, "the experiment's MaxTime is the budget, not each trial's");
         Assert.AreNotSame(baseOptions.Network, trial.Network, "trials never change the base options");
-        Assert.AreEqual(3, result.BestSampler.Options.Steps, "the base sampler settings reach the trained sampler");
+        Assert.AreEqual(3, ((DdimScheduler)result.BestSampler.Options.Scheduler).Steps, "the base sampler settings reach the trained sampler");
     }
 
     [TestMethod]
@@ -218,7 +219,7 @@ public sealed class TrainerOptionsTests : OneThreadTests
 
         if (type == typeof(DiffusionSamplerOptions))
         {
-            return new DiffusionSamplerOptions { Method = SamplingMethod.Ddpm, Steps = 7, Eta = 0.5, GuidanceScale = 3, Seed = 11, ClipDenoised = false, MicroBatchSize = 4, SeedColumnName = "S", LabelColumnName = "L", OutputImageColumnName = "I", OutputPixelsColumnName = "P" };
+            return new DiffusionSamplerOptions { Scheduler = new DdpmScheduler(), GuidanceScale = 3, Seed = 11, ClipDenoised = false, MicroBatchSize = 4, SeedColumnName = "S", LabelColumnName = "L", OutputImageColumnName = "I", OutputPixelsColumnName = "P" };
         }
 
         if (type == typeof(CancellationToken))
@@ -246,6 +247,10 @@ public sealed class TrainerOptionsTests : OneThreadTests
                     AssertSameValue(property.GetValue(expected), property.GetValue(actual), name + "." + property.Name);
                 }
 
+                break;
+            case DiffusionScheduler scheduler:
+                Assert.IsInstanceOfType<DiffusionScheduler>(actual, name);
+                Assert.AreEqual(SchedulerRegistry.ToJson(scheduler), SchedulerRegistry.ToJson((DiffusionScheduler)actual), name);
                 break;
             case IEnumerable sequence and not string:
                 Assert.IsInstanceOfType<IEnumerable>(actual, name);

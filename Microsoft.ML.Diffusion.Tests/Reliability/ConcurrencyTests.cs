@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using System.Threading;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 
 namespace Microsoft.ML.Diffusion.Tests.Reliability;
@@ -21,13 +22,13 @@ public sealed class ConcurrencyTests
         var mlContext = new MLContext(seed: 1);
         var config = TinyModelFile.Config();
         config.Network.ClassCount = 2;
-        config.Sampling = new DiffusionSamplerOptions { Steps = 2, Eta = 0.5 };
+        config.Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 2, Eta = 0.5 } };
         using var sampler = TinyModelFile.Sampler(mlContext, config);
         var seeds = mlContext.Data.LoadFromEnumerable(Enumerable.Range(0, 8).Select(i => new SeedRow { Seed = 100 + i }).ToList());
         // Threads 0–3 call Generate with their own run seed (labelled, with guidance: both network passes), threads 4–7 read a
         // cursor of their own transform, which generates unconditionally.
         string Work(int thread) => thread < Threads / 2
-            ? Hash(sampler.Generate(4, new DiffusionSamplerOptions { Steps = 2, Eta = 0.5, Seed = thread, GuidanceScale = 2 }, label: thread % 2).Select(PixelsOf))
+            ? Hash(sampler.Generate(4, new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 2, Eta = 0.5 }, Seed = thread, GuidanceScale = 2 }, label: thread % 2).Select(PixelsOf))
             : Hash(MLNetTestData.Pixels(sampler.Transform(seeds)).Select(p => p.Select(v => (byte)v).ToArray()));
 
         string[] sequential = Enumerable.Range(0, Threads).Select(Work).ToArray();

@@ -3,6 +3,7 @@ using System.IO;
 using System.IO.Compression;
 using System.Linq;
 using System.Security.Cryptography;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
@@ -27,7 +28,7 @@ internal static class TinyModelFile
         Loss = DiffusionLoss.MeanSquaredError,
         Variance = VarianceType.FixedSmall,
         Network = new UNetOptions { Dim = 4, DimMults = new[] { 1, 2 }, Channels = 1, AttentionHeads = 1, AttentionDimHead = 4 },
-        Sampling = new DiffusionSamplerOptions { Steps = 2 },
+        Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 2 } },
     };
 
     /// <summary>A sampler around a freshly initialised (seeded) network for the config.</summary>

@@ -6,6 +6,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Tests.Tools.Pictures;
 using Microsoft.ML.Diffusion.Tools.Pictures;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using static TorchSharp.torch;
 
@@ -121,7 +122,7 @@ public sealed class FolderTrainerTests
     private static byte[] Generate(string model)
     {
         using var sampler = DiffusionSampler.Load(new MLContext(), model);
-        return sampler.Generate(2, new DiffusionSamplerOptions { Steps = 2, Seed = 5 }).SelectMany(i => i.Pixels.ToArray()).ToArray();
+        return sampler.Generate(2, new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 2 }, Seed = 5 }).SelectMany(i => i.Pixels.ToArray()).ToArray();
     }
 
     // 12 images in two sub-folders, of different sizes and aspect ratios: bars (stripes) and rings, in colour or gray.

@@ -303,7 +303,7 @@ public sealed class DiffusionExperiment
                 return new LikelihoodEvaluator(model).Evaluate(images, labels, new LikelihoodOptions { Steps = settings.BoundSteps, Seed = settings.Seed }).BitsPerDim;
             case ExperimentMetric.FrechetDistance:
                 var seeds = Enumerable.Range(0, count).Select(i => SeededNoise.DeriveSeed(settings.Seed, i)).ToArray();
-                var generated = sampler.Options.CreateScheduler().Sample(model.Diffusion, seeds, labels);
+                var generated = sampler.Options.CreateSamplingLoop().Sample(model.Diffusion, seeds, labels);
                 return FrechetDistance.Compute(settings.FeatureClassifier!.Features(images), settings.FeatureClassifier.Features(generated));
             default:
                 return model.Diffusion.NoisePredictionError(images.to(model.Diffusion.Device), labels?.to(model.Diffusion.Device), settings.Seed);

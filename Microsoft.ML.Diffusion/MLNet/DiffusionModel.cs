@@ -124,7 +124,7 @@ public sealed class DiffusionModel : IDisposable
     /// <param name="masks">Masks for inpainting (H·W or C·H·W each, non-zero = keep), or null.</param>
     internal byte[][] GeneratePixels(IReadOnlyList<long> seeds, IReadOnlyList<int>? labels, DiffusionSamplerOptions options, IReadOnlyList<float[]>? inputs = null, IReadOnlyList<float[]>? masks = null)
     {
-        var sampler = options.CreateScheduler();
+        var loop = options.CreateSamplingLoop();
         using var scope = NewDisposeScope();
         Tensor? classes = null;
         if (labels is not null && ClassCount > 0)
@@ -147,7 +147,7 @@ public sealed class DiffusionModel : IDisposable
             edit = new ImageEdit(start, keep) { Strength = options.Strength, Resampling = options.Resampling };
         }
 
-        var images = sampler.Sample(Diffusion, seeds, classes, null, edit);
+        var images = loop.Sample(Diffusion, seeds, classes, null, edit);
         var pixels = ImageConversion.ModelToPixels(images).to(ScalarType.Byte).cpu().contiguous();
         long size = pixels.shape[1] * pixels.shape[2] * pixels.shape[3];
         byte[] all = pixels.data<byte>().ToArray();

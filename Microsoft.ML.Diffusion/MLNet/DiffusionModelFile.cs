@@ -22,17 +22,20 @@ namespace Microsoft.ML.Diffusion;
 /// <item>32 bytes (format 2 and later) — the SHA-256 of the configuration's UTF-8 JSON, so that damage to a β, a layer
 /// width or a sampler setting is refused instead of loading as another model.</item>
 /// </list>
+/// Format 3 stores the sampler as a scheduler object ("Sampling.Scheduler": its registered name and its own settings);
+/// formats 1 and 2 stored one method and shared steps, η and spacing, which <see cref="LegacySamplingSettings"/> maps onto
+/// the same scheduler when they are read.
 /// The weights are the EMA network's parameters in TorchSharp's <c>Module.save</c> format.
 /// </summary>
 /// <remarks>
 /// Reading trusts nothing before it is checked: the configuration's hash first, then every field against
 /// <see cref="ModelLimits"/>, then the weights' declared length against the parameter count the configuration implies
 /// (so that no network is built that the file's weights could not fill), then the weights' hash — all before a tensor is
-/// allocated. Format 1 (no configuration hash) is still read.
+/// allocated. Formats 1 (no configuration hash) and 2 (the old sampler settings) are still read.
 /// </remarks>
 internal static class DiffusionModelFile
 {
-    public const int FormatVersion = 2;
+    public const int FormatVersion = 3;
     public const string WeightsEntryName = "DiffusionWeights.bin";
 
     private static readonly JsonSerializerOptions Json = new()
@@ -106,7 +109,9 @@ internal static class DiffusionModelFile
             DiffusionModelConfig config;
             try
             {
-                config = JsonSerializer.Deserialize<DiffusionModelConfig>(json, Json)
+                var node = System.Text.Json.Nodes.JsonNode.Parse(json);
+                LegacySamplingSettings.Upgrade(node?[nameof(DiffusionModelConfig.Sampling)]);
+                config = node.Deserialize<DiffusionModelConfig>(Json)
                     ?? throw new InvalidDataException($"{source} has an empty diffusion model configuration.");
             }
             catch (Exception ex) when (ex is JsonException or ArgumentException or NotSupportedException or InvalidOperationException)

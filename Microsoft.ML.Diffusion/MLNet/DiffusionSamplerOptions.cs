@@ -1,5 +1,4 @@
 using System;
-using System.Linq;
 using Microsoft.ML.Diffusion.Core.Sampling;
 
 namespace Microsoft.ML.Diffusion;
@@ -7,28 +6,18 @@ namespace Microsoft.ML.Diffusion;
 /// <summary>How a <see cref="DiffusionSampler"/> generates images.</summary>
 public sealed class DiffusionSamplerOptions
 {
-    /// <summary>Gets or sets the reverse process. Default <see cref="SamplingMethod.Ddim"/>.</summary>
-    public SamplingMethod Method { get; set; } = SamplingMethod.Ddim;
+    private DiffusionScheduler scheduler = new DdimScheduler();
 
     /// <summary>
-    /// Gets or sets the name of a sampler registered with <see cref="SchedulerRegistry"/>, or null (default) to use
-    /// <see cref="Method"/>. Stored in model files by name, with these settings (as "SamplerName", the name model files
-    /// had before the algorithm types were called schedulers, so that those files, and their checkpoints, still read).
+    /// Gets or sets the reverse-process algorithm and its own settings (steps, η, spacing, order…), stored in model files
+    /// by its registered name with those settings (<see cref="SchedulerRegistry"/>). Default DDIM, 50 steps, η = 0. For a
+    /// registered name, <c>SchedulerRegistry.Create(name)</c>.
     /// </summary>
-    [System.Text.Json.Serialization.JsonPropertyName("SamplerName")]
-    public string? SchedulerName { get; set; }
-
-    /// <summary>Gets or sets the number of steps (network evaluations) of DDIM, DPM-Solver++ and Euler-ancestral; DDPM uses all T. Default 50.</summary>
-    public int Steps { get; set; } = 50;
-
-    /// <summary>
-    /// Gets or sets η ∈ [0, 1]: DDIM's fresh noise per step (0 = deterministic); Euler-ancestral's noise scale, where 0
-    /// (the default) means 1 (for the plain Euler method use <see cref="EulerAncestralScheduler"/> with η = 0). Default 0.
-    /// </summary>
-    public double Eta { get; set; }
-
-    /// <summary>Gets or sets how DPM-Solver++ and Euler-ancestral space their timesteps. Default <see cref="TimestepSpacing.Uniform"/>.</summary>
-    public TimestepSpacing Spacing { get; set; } = TimestepSpacing.Uniform;
+    public DiffusionScheduler Scheduler
+    {
+        get => scheduler;
+        set => scheduler = value ?? throw new ArgumentNullException(nameof(value));
+    }
 
     /// <summary>Gets or sets the classifier-free guidance scale for class-conditional models (1 = none). Default 1.</summary>
     public double GuidanceScale { get; set; } = 1.0;
@@ -41,7 +30,7 @@ public sealed class DiffusionSamplerOptions
 
     /// <summary>
     /// Gets or sets how many images one network call processes, or null (default) to choose by device: 8 on the CPU, up to
-    /// 256 at once on a GPU (see <see cref="TimestepScheduler.MicroBatchSize"/>). On the CPU an image's bits depend only on its
+    /// 256 at once on a GPU (see <see cref="SamplingLoop.MicroBatchSize"/>). On the CPU an image's bits depend only on its
     /// seed, its label and this number. Model files written before this option became nullable store 8: set null to let a
     /// GPU use large batches.
     /// </summary>
@@ -82,21 +71,21 @@ public sealed class DiffusionSamplerOptions
     /// <summary>Gets or sets the output column of generated pixels (Single vector, planar C·H·W, values in [0, 255]). Default "GeneratedPixels".</summary>
     public string OutputPixelsColumnName { get; set; } = "GeneratedPixels";
 
-    /// <summary>Returns a copy.</summary>
+    /// <summary>Returns a copy (with its own copy of <see cref="Scheduler"/>).</summary>
     /// <returns>The copy.</returns>
-    public DiffusionSamplerOptions Clone() => (DiffusionSamplerOptions)MemberwiseClone();
+    public DiffusionSamplerOptions Clone()
+    {
+        var copy = (DiffusionSamplerOptions)MemberwiseClone();
+        copy.scheduler = scheduler.Clone();
+        return copy;
+    }
 
     /// <summary>Throws a clear exception for an invalid value.</summary>
     public void Validate()
     {
-        if (!Enum.IsDefined(Method))
+        if (scheduler is null)
         {
-            throw new ArgumentOutOfRangeException(nameof(Method), Method, "Unknown sampling method.");
-        }
-
-        if (SchedulerName is string name && !SchedulerRegistry.Names.Contains(name, StringComparer.OrdinalIgnoreCase))
-        {
-            throw new ArgumentOutOfRangeException(nameof(SchedulerName), name, $"No sampler is registered as '{name}'; known: {string.Join(", ", SchedulerRegistry.Names)}.");
+            throw new ArgumentNullException(nameof(Scheduler), "DiffusionSamplerOptions.Scheduler is required.");
         }
 
         if (Strength is not (> 0 and <= 1))
@@ -112,21 +101,6 @@ public sealed class DiffusionSamplerOptions
         if (MaskColumnName is not null && InputImageColumnName is null)
         {
             throw new ArgumentException("DiffusionSamplerOptions.MaskColumnName needs InputImageColumnName: inpainting keeps pixels of an input image.", nameof(MaskColumnName));
-        }
-
-        if (!Enum.IsDefined(Spacing))
-        {
-            throw new ArgumentOutOfRangeException(nameof(Spacing), Spacing, "Unknown timestep spacing.");
-        }
-
-        if (Steps < 1)
-        {
-            throw new ArgumentOutOfRangeException(nameof(Steps), Steps, "DiffusionSamplerOptions.Steps must be at least 1.");
-        }
-
-        if (Eta is < 0 or > 1 || double.IsNaN(Eta))
-        {
-            throw new ArgumentOutOfRangeException(nameof(Eta), Eta, "DiffusionSamplerOptions.Eta must be in [0, 1].");
         }
 
         if (!double.IsFinite(GuidanceScale))
@@ -145,15 +119,16 @@ public sealed class DiffusionSamplerOptions
         }
     }
 
-    /// <summary>Builds the sampler these options describe.</summary>
-    /// <returns>A DDPM or DDIM sampler.</returns>
-    public TimestepScheduler CreateScheduler()
+    /// <summary>Builds the sampling loop these options describe: <see cref="Scheduler"/> with the guidance, clipping and micro-batch settings.</summary>
+    /// <returns>A loop (it steps copies of <see cref="Scheduler"/>, never the scheduler itself).</returns>
+    public SamplingLoop CreateSamplingLoop()
     {
         Validate();
-        TimestepScheduler sampler = SchedulerName is string name ? SchedulerRegistry.Create(name, this) : SchedulerRegistry.Create(Method, this);
-        sampler.ClipDenoised = ClipDenoised;
-        sampler.GuidanceScale = GuidanceScale;
-        sampler.MicroBatchSize = MicroBatchSize;
-        return sampler;
+        return new SamplingLoop(scheduler)
+        {
+            ClipDenoised = ClipDenoised,
+            GuidanceScale = GuidanceScale,
+            MicroBatchSize = MicroBatchSize,
+        };
     }
 }

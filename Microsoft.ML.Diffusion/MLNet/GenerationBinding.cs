@@ -110,8 +110,8 @@ internal sealed class GenerationBinding
     /// micro-batches anyway, so fewer rows would cost the same), at least 64 rows (by default 256) on other devices.
     /// </summary>
     public int RowsPerBatch => Sampler.Model.Diffusion.Device.type == DeviceType.CPU
-        ? Options.MicroBatchSize ?? TimestepScheduler.CpuMicroBatchSize
-        : Math.Max(64, Options.MicroBatchSize ?? TimestepScheduler.DeviceMicroBatchSize);
+        ? Options.MicroBatchSize ?? SamplingLoop.CpuMicroBatchSize
+        : Math.Max(64, Options.MicroBatchSize ?? SamplingLoop.DeviceMicroBatchSize);
 
     /// <summary>Binds a sampler to an input schema; throws, naming the column, if the seed or label column has the wrong type.</summary>
     public static GenerationBinding Create(DiffusionSampler sampler, DataViewSchema inputSchema)

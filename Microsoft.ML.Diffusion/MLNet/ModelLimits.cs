@@ -101,7 +101,7 @@ internal static class ModelLimits
         Require(config.TrainedSteps >= 0, S($"{config.TrainedSteps} trained steps"));
         var sampling = config.Sampling!;
         Require(sampling.MicroBatchSize is null or (>= 1 and <= MaxMicroBatch), S($"a sampling micro-batch of {sampling.MicroBatchSize} (must be in [1, {MaxMicroBatch}])"));
-        Require(sampling.Steps is >= 1 and <= MaxTimesteps, S($"{sampling.Steps} sampling steps (must be in [1, {MaxTimesteps}])"));
+        Require(sampling.Scheduler is not null, "no scheduler");
         try
         {
             sampling.Validate();

@@ -199,8 +199,7 @@ internal static class Measure
         else
         {
             diffusion.eval();
-            TimestepScheduler sampler = phase == "ddpm" ? new DdpmScheduler() : new DdimScheduler { Steps = 50 };
-            sampler.MicroBatchSize = options.MicroBatch;
+            var sampler = new SamplingLoop(phase == "ddpm" ? new DdpmScheduler() : new DdimScheduler { Steps = 50 }) { MicroBatchSize = options.MicroBatch };
             int runs = options.Steps ?? 3;
             var seeds = Enumerable.Range(0, batch).Select(i => (long)i).ToArray();
             for (int run = 0; run < Math.Min(warmup, 1) + runs; run++)

@@ -52,7 +52,7 @@ var rows = test.GetColumn<VBuffer<float>>("Pixels").Take(2 * count).Select(v => 
 using var pixels = tensor(rows.SelectMany(r => r).ToArray(), new long[] { rows.Length, 1, 28, 28 });
 using var real = ImageConversion.PixelsToModel(pixels);
 
-var configurations = new (string Name, TimestepScheduler Sampler, int Images)[]
+var configurations = new (string Name, DiffusionScheduler Sampler, int Images)[]
 {
     ("DDPM-1000", new DdpmScheduler(), ddpmCount),
     ("DDIM-50", new DdimScheduler { Steps = 50 }, count),
@@ -63,14 +63,14 @@ var configurations = new (string Name, TimestepScheduler Sampler, int Images)[]
     ("DPM-Solver++ 20 Karras", new DpmSolverScheduler { Steps = 20, Spacing = TimestepSpacing.Karras }, count),
     ("Euler-a 20", new EulerAncestralScheduler { Steps = 20 }, count),
 };
-foreach (var (name, algorithm, images) in configurations)
+foreach (var (name, scheduler, images) in configurations)
 {
     if (images <= 0)
     {
         continue;
     }
 
-    algorithm.GuidanceScale = sampler.Options.GuidanceScale;
+    var algorithm = new SamplingLoop(scheduler) { GuidanceScale = sampler.Options.GuidanceScale };
     var seeds = Enumerable.Range(0, images).Select(i => 5_000_000L + i).ToArray();
     using var labels = sampler.Model.ClassCount > 0 ? tensor(Enumerable.Range(0, images).Select(i => (long)(i % sampler.Model.ClassCount)).ToArray()).to(sampler.Model.Diffusion.Device) : null;
     var clock = Stopwatch.StartNew();
@@ -108,7 +108,7 @@ internal static class EditingPictures
         var originals = ImageConversion.PixelsToModel(tensor(pixelRows.SelectMany(r => r).ToArray(), new long[] { Items, 1, 28, 28 }));
         var labels = sampler.Model.ClassCount > 0 ? tensor(labelValues) : null;
         var seeds = Enumerable.Range(0, Items).Select(i => 9_000L + i).ToArray();
-        var algorithm = new DdimScheduler { Steps = 50, GuidanceScale = sampler.Options.GuidanceScale };
+        var algorithm = new SamplingLoop(new DdimScheduler { Steps = 50 }) { GuidanceScale = sampler.Options.GuidanceScale };
         var names = sampler.Model.ClassNames;
         string Name(int i) => names is not null && labelValues[i] >= 0 && labelValues[i] < names.Count ? names[(int)labelValues[i]] : $"class {labelValues[i]}";
 

@@ -50,7 +50,7 @@ using var sampler = mlContext.Generative().Diffusion(new DiffusionTrainerOptions
     BatchSize = 8,
     TrainSteps = 1,
     Seed = 1,
-    Sampling = new DiffusionSamplerOptions { Steps = steps },
+    Sampling = new DiffusionSamplerOptions { Scheduler = new Microsoft.ML.Diffusion.Core.Sampling.DdimScheduler { Steps = steps } },
 }).Fit(mlContext.Data.LoadFromEnumerable(training, definition));
 
 // The input is enumerated lazily (nothing of it is held), so the only thing that can grow is the generated data.

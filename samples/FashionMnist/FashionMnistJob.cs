@@ -82,8 +82,7 @@ public static class FashionMnistJob
             Resume = options.Resume,
             Sampling = new DiffusionSamplerOptions
             {
-                Method = options.Sampler == "ddpm" ? SamplingMethod.Ddpm : SamplingMethod.Ddim,
-                Steps = options.SamplingSteps,
+                Scheduler = SchedulerFor(options.Sampler, options.SamplingSteps),
                 GuidanceScale = options.Unconditional ? 1.0 : options.Guidance,
                 Seed = options.Seed,
             },
@@ -215,14 +214,14 @@ public static class FashionMnistJob
         bool conditional = sampler.Model.ClassCount > 0;
         using var scope = NewDisposeScope();
         var labels = conditional ? tensor(Enumerable.Range(0, count).Select(i => (long)(i % 10)).ToArray()) : null;
-        var images = sampler.Options.CreateScheduler().Sample(sampler.Model.Diffusion, seeds, labels);
+        var images = sampler.Options.CreateSamplingLoop().Sample(sampler.Model.Diffusion, seeds, labels);
         var captions = conditional ? Enumerable.Range(0, count).Select(i => Short(ClassNames[i % 10])).ToArray() : null;
         ImageConversion.SavePng(DiffusionPictures.LabelledGrid(images, columns: 8, captions, scale: 3), path);
     }
 
     private static void WriteDenoisingStrip(DiffusionSampler sampler, JobOptions options, string path)
     {
-        var method = sampler.Options.CreateScheduler();
+        var method = sampler.Options.CreateSamplingLoop();
         int steps = options.Sampler == "ddpm" ? sampler.Model.Diffusion.Timesteps : options.SamplingSteps;
         using var trajectory = new SamplingTrajectory(every: Math.Max(1, steps / 10));
         using var scope = NewDisposeScope();
@@ -231,6 +230,15 @@ public static class FashionMnistJob
         method.Sample(sampler.Model.Diffusion, seeds, labels, trajectory);
         ImageConversion.SavePng(DiffusionPictures.DenoisingStrip(trajectory, maxRows: 8, scale: 2), path);
     }
+
+    // --sampler NAME is a registered scheduler; those that take a number of steps get --sampling-steps.
+    private static DiffusionScheduler SchedulerFor(string name, int steps) => SchedulerRegistry.Create(name) switch
+    {
+        DdimScheduler ddim => new DdimScheduler { Steps = steps, Eta = ddim.Eta },
+        DpmSolverScheduler dpm => new DpmSolverScheduler { Steps = steps, Spacing = dpm.Spacing },
+        EulerAncestralScheduler euler => new EulerAncestralScheduler { Steps = steps, Eta = euler.Eta },
+        var other => other,
+    };
 
     private static string Short(string name) => name switch
     {

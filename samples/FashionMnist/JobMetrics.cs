@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion.Tools.Evaluation;
 using static TorchSharp.torch;
 
@@ -42,8 +43,12 @@ internal static class JobMetrics
         var labels = conditional ? tensor(Enumerable.Range(0, count).Select(i => (long)(i % sampler.Model.ClassCount)).ToArray()) : null;
         var seeds = Enumerable.Range(0, count).Select(i => 1_000_000L + i).ToArray();
         var samplingOptions = sampler.Options.Clone();
-        samplingOptions.Steps = Math.Min(samplingOptions.Steps, FrechetSteps(options.Device));
-        var generated = samplingOptions.CreateScheduler().Sample(sampler.Model.Diffusion, seeds, labels);
+        if (samplingOptions.Scheduler is DdimScheduler ddim)
+        {
+            ddim.Steps = Math.Min(ddim.Steps, FrechetSteps(options.Device));
+        }
+
+        var generated = samplingOptions.CreateSamplingLoop().Sample(sampler.Model.Diffusion, seeds, labels);
         var quality = SampleQualityReport.Measure(classifier, real[..count], generated, real[count..(2 * count)]);
 
         var metrics = new Dictionary<string, object>
@@ -56,7 +61,7 @@ internal static class JobMetrics
             ["frechet_distance"] = quality.FrechetDistance,
             ["frechet_floor_two_real_sets"] = quality.FloorDistance,
             ["frechet_images"] = count,
-            ["frechet_sampler"] = $"{samplingOptions.Method} {samplingOptions.Steps} steps, guidance {samplingOptions.GuidanceScale}",
+            ["frechet_sampler"] = $"{SchedulerRegistry.ToJson(samplingOptions.Scheduler)}, guidance {samplingOptions.GuidanceScale}",
             ["frechet_features"] = $"penultimate layer ({classifier.FeatureSize}) of the job's own CNN classifier ({classifierPath}); comparable only with the same classifier file and image count",
             ["classifier_test_accuracy"] = accuracy,
             ["generated_mean_max_probability"] = quality.MeanMaxProbability,

@@ -118,8 +118,7 @@ public static class FolderTrainerJob
             Resume = options.Resume,
             Sampling = new DiffusionSamplerOptions
             {
-                Method = SamplingMethod.Ddim,
-                Steps = options.SamplingSteps,
+                Scheduler = new DdimScheduler { Steps = options.SamplingSteps },
                 GuidanceScale = options.Labels ? options.Guidance : 1.0,
                 Seed = options.Seed,
             },
@@ -178,7 +177,7 @@ public static class FolderTrainerJob
         int classCount = sampler.Model.ClassCount;
         using var scope = NewDisposeScope();
         var labels = classCount > 0 ? tensor(Enumerable.Range(0, count).Select(i => (long)(i % classCount)).ToArray()) : null;
-        var images = sampler.Options.CreateScheduler().Sample(sampler.Model.Diffusion, seeds, labels);
+        var images = sampler.Options.CreateSamplingLoop().Sample(sampler.Model.Diffusion, seeds, labels);
         var names = sampler.Model.ClassNames;
         var captions = classCount > 0
             ? Enumerable.Range(0, count).Select(i => names is not null && i % classCount < names.Count ? names[i % classCount] : (i % classCount).ToString(CultureInfo.InvariantCulture)).ToArray()

@@ -46,7 +46,7 @@ public sealed class LearningTests
 
         Assert.IsTrue(last < first * 0.5, $"loss fell from {first:F4} to only {last:F4}");
 
-        using var images = new DdimScheduler { Steps = 25 }.Sample(d, Enumerable.Range(0, 32).Select(i => (long)i).ToArray());
+        using var images = new SamplingLoop(new DdimScheduler { Steps = 25 }).Sample(d, Enumerable.Range(0, 32).Select(i => (long)i).ToArray());
         // Mean squared distance of each image to its nearest pattern; the two patterns are 1.0 apart, noise ≈ 2.
         using var distances = stack(new[] { (images - patterns[0]).square().mean(new long[] { 1, 2, 3 }), (images - patterns[1]).square().mean(new long[] { 1, 2, 3 }) }).min(0).values;
         // An untrained network puts none of 32 samples near a pattern; after these 400 steps, initialisations with seeds 1–7

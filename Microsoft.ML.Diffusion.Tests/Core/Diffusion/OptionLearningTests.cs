@@ -45,7 +45,7 @@ public sealed class OptionLearningTests : OneThreadTests
         Train(d, patterns);
 
         // Ancestral sampling, so that the variance under test shapes every step.
-        using var images = new DdpmScheduler().Sample(d, Enumerable.Range(0, Samples).Select(i => (long)i).ToArray());
+        using var images = new SamplingLoop(new DdpmScheduler()).Sample(d, Enumerable.Range(0, Samples).Select(i => (long)i).ToArray());
         var coverage = PatternCoverage.Of(images, patterns);
         // Untrained, none of the 32 samples is within 0.1 of a pattern.
         Assert.IsTrue(coverage.Close >= 24, $"only {coverage}");

@@ -48,11 +48,11 @@ public sealed class SamplerFeatureTests : OneThreadTests
         var d = sampler.Model.Diffusion;
         var ddim = new DdimScheduler { Steps = 4 };
         using var batch = d.Sample(batchSize: 3, sampler: ddim, seed: 9);
-        using var expected = ddim.Sample(d, Enumerable.Range(0, 3).Select(i => SeededNoise.DeriveSeed(9, i)).ToArray());
+        using var expected = new SamplingLoop(ddim).Sample(d, Enumerable.Range(0, 3).Select(i => SeededNoise.DeriveSeed(9, i)).ToArray());
         Assert.IsTrue(batch.eq(expected).all().item<bool>());
         Assert.IsFalse(batch[0].eq(batch[1]).all().item<bool>(), "each image has its own seed");
         using var ancestral = d.Sample(batchSize: 2, seed: 9);
-        using var ddpm = new DdpmScheduler().Sample(d, new[] { SeededNoise.DeriveSeed(9, 0), SeededNoise.DeriveSeed(9, 1) });
+        using var ddpm = new SamplingLoop(new DdpmScheduler()).Sample(d, new[] { SeededNoise.DeriveSeed(9, 0), SeededNoise.DeriveSeed(9, 1) });
         Assert.IsTrue(ancestral.eq(ddpm).all().item<bool>(), "without a sampler: ancestral sampling through all T steps");
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => d.Sample(batchSize: 0));
     }
@@ -64,8 +64,8 @@ public sealed class SamplerFeatureTests : OneThreadTests
         using var trajectoryOff = new SamplingTrajectory();
         using var trajectoryOn = new SamplingTrajectory();
         var seeds = new long[] { 1, 2 };
-        using var off = new DiffusionSamplerOptions { Steps = 5, ClipDenoised = false }.CreateScheduler().Sample(d, seeds, trajectory: trajectoryOff);
-        using var on = new DiffusionSamplerOptions { Steps = 5 }.CreateScheduler().Sample(d, seeds, trajectory: trajectoryOn);
+        using var off = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 5 }, ClipDenoised = false }.CreateSamplingLoop().Sample(d, seeds, trajectory: trajectoryOff);
+        using var on = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 5 } }.CreateSamplingLoop().Sample(d, seeds, trajectory: trajectoryOn);
         using var scope = NewDisposeScope();
 
         // The first step, from the same x_T: x̂₀ = (x_T − √(1 − ᾱ) ε̂)/√ᾱ, raw or clamped to [−1, 1].
@@ -84,7 +84,7 @@ public sealed class SamplerFeatureTests : OneThreadTests
     {
         var d = sampler.Model.Diffusion;
         using var trajectory = new SamplingTrajectory(every: 2);
-        using var images = new DdimScheduler { Steps = 5 }.Sample(d, new long[] { 3, 4, 5 }, trajectory: trajectory);
+        using var images = new SamplingLoop(new DdimScheduler { Steps = 5 }).Sample(d, new long[] { 3, 4, 5 }, trajectory: trajectory);
         CollectionAssert.AreEqual(new[] { 19, 10, 0, -1 }, trajectory.Timesteps.ToArray(), "steps 0, 2 and 4 of t = 19, 14, 10, 5, 0, then the image");
         Assert.HasCount(trajectory.States.Count, trajectory.PredictedStarts);
         using var scope = NewDisposeScope();
@@ -102,7 +102,7 @@ public sealed class SamplerFeatureTests : OneThreadTests
     private static string CoreHash(long seed)
     {
         using var scope = NewDisposeScope();
-        var images = sampler.Options.CreateScheduler().Sample(sampler.Model.Diffusion, new[] { seed });
+        var images = sampler.Options.CreateSamplingLoop().Sample(sampler.Model.Diffusion, new[] { seed });
         var pixels = ImageConversion.ModelToPixels(images).to(ScalarType.Byte).data<byte>().ToArray();
         return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(pixels));
     }

@@ -18,7 +18,7 @@ public sealed class SamplerTests
     public void DdimWithEtaZeroIsDeterministicGivenTheSeed()
     {
         using var d = TinyModels.Diffusion(timesteps: 50);
-        var sampler = new DdimScheduler { Steps = 10 };
+        var sampler = new SamplingLoop(new DdimScheduler { Steps = 10 });
         using var a = sampler.Sample(d, Seeds[..2]);
         using var b = sampler.Sample(d, Seeds[..2]);
         Assert.IsTrue(a.eq(b).all().item<bool>());
@@ -29,13 +29,13 @@ public sealed class SamplerTests
     public void AnImageIsTheSameAloneOrInABatchOfEight()
     {
         using var d = TinyModels.Diffusion(timesteps: 30);
-        foreach (IDiffusionScheduler sampler in new IDiffusionScheduler[] { new DdimScheduler { Steps = 8, Eta = 0.5 }, new DdpmScheduler() })
+        foreach (var sampler in new[] { new SamplingLoop(new DdimScheduler { Steps = 8, Eta = 0.5 }), new SamplingLoop(new DdpmScheduler()) })
         {
             using var batch = sampler.Sample(d, Seeds);
             for (int i = 0; i < Seeds.Length; i += 3)
             {
                 using var alone = sampler.Sample(d, new[] { Seeds[i] });
-                Assert.IsTrue(alone[0].eq(batch[i]).all().item<bool>(), $"{sampler.GetType().Name}: image {i} differs in a batch");
+                Assert.IsTrue(alone[0].eq(batch[i]).all().item<bool>(), $"{sampler.Scheduler.Name}: image {i} differs in a batch");
             }
         }
     }
@@ -50,8 +50,8 @@ public sealed class SamplerTests
                 foreach (VarianceType variance in Enum.GetValues<VarianceType>())
                 {
                     using var d = TinyModels.Diffusion(timesteps: 10, schedule: schedule, objective: objective, variance: variance);
-                    using var ddpm = new DdpmScheduler().Sample(d, Seeds[..2]);
-                    using var ddim = new DdimScheduler { Steps = 4 }.Sample(d, Seeds[..2]);
+                    using var ddpm = new SamplingLoop(new DdpmScheduler()).Sample(d, Seeds[..2]);
+                    using var ddim = new SamplingLoop(new DdimScheduler { Steps = 4 }).Sample(d, Seeds[..2]);
                     foreach (var images in new[] { ddpm, ddim })
                     {
                         CollectionAssert.AreEqual(new long[] { 2, 1, 8, 8 }, images.shape);
@@ -69,11 +69,11 @@ public sealed class SamplerTests
         // σ_t of DDIM with η = 1 equals the posterior standard deviation, and both draw the same per-image noise in the same
         // order, so the two chains agree path by path (up to rounding), not only in distribution.
         using var d = TinyModels.Diffusion(timesteps: 25, schedule: BetaSchedule.Cosine);
-        using var ddpm = new DdpmScheduler().Sample(d, Seeds[..4]);
-        using var ddim = new DdimScheduler { Steps = 25, Eta = 1 }.Sample(d, Seeds[..4]);
+        using var ddpm = new SamplingLoop(new DdpmScheduler()).Sample(d, Seeds[..4]);
+        using var ddim = new SamplingLoop(new DdimScheduler { Steps = 25, Eta = 1 }).Sample(d, Seeds[..4]);
         double maxDiff = (ddpm - ddim).abs().max().item<float>();
         Assert.IsTrue(maxDiff < 1e-4, $"max |DDPM − DDIM(η=1)| = {maxDiff}");
-        using var ddimDeterministic = new DdimScheduler { Steps = 25, Eta = 0 }.Sample(d, Seeds[..4]);
+        using var ddimDeterministic = new SamplingLoop(new DdimScheduler { Steps = 25, Eta = 0 }).Sample(d, Seeds[..4]);
         Assert.IsTrue((ddpm - ddimDeterministic).abs().max().item<float>() > 1e-2, "η = 0 must differ from ancestral sampling");
     }
 
@@ -82,7 +82,7 @@ public sealed class SamplerTests
     {
         using var d = TinyModels.Diffusion(timesteps: 40);
         using var trajectory = new SamplingTrajectory(every: 3);
-        using var images = new DdimScheduler { Steps = 10 }.Sample(d, Seeds[..2], trajectory: trajectory);
+        using var images = new SamplingLoop(new DdimScheduler { Steps = 10 }).Sample(d, Seeds[..2], trajectory: trajectory);
         Assert.AreEqual(39, trajectory.Timesteps[0]);
         Assert.AreEqual(-1, trajectory.Timesteps[^1]);
         Assert.AreEqual(4 + 1, trajectory.States.Count); // steps 0, 3, 6, 9 and the final image
@@ -94,8 +94,8 @@ public sealed class SamplerTests
     public void DdimStepsMustFitTheModel()
     {
         using var d = TinyModels.Diffusion(timesteps: 10);
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DdimScheduler { Steps = 11 }.Sample(d, Seeds[..1]));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new SamplingLoop(new DdimScheduler { Steps = 11 }).Sample(d, Seeds[..1]));
         Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DdimScheduler { Eta = 1.5 });
-        Assert.ThrowsExactly<ArgumentException>(() => new DdpmScheduler().Sample(d, Array.Empty<long>()));
+        Assert.ThrowsExactly<ArgumentException>(() => new SamplingLoop(new DdpmScheduler()).Sample(d, Array.Empty<long>()));
     }
 }

@@ -27,19 +27,19 @@ public sealed class SolverTests
     public void DpmSolverPlusPlusFollowsTheOdeToItsExactEndAndBeatsDdimWithFewerSteps()
     {
         using var diffusion = Analytic(out var schedule);
-        double Error(TimestepScheduler sampler)
+        double Error(SamplingLoop sampler)
         {
             using var images = sampler.Sample(diffusion, Seeds);
             using var exact = ExactEnd(schedule);
             return (images - exact).abs().max().item<float>();
         }
 
-        double ddim50 = Error(new DdimScheduler { Steps = 50, ClipDenoised = false });
-        double ddim20 = Error(new DdimScheduler { Steps = 20, ClipDenoised = false });
-        double dpm10 = Error(new DpmSolverScheduler { Steps = 10, ClipDenoised = false });
-        double dpm20 = Error(new DpmSolverScheduler { Steps = 20, ClipDenoised = false });
-        double dpm20Karras = Error(new DpmSolverScheduler { Steps = 20, Spacing = TimestepSpacing.Karras, ClipDenoised = false });
-        double dpm40 = Error(new DpmSolverScheduler { Steps = 40, ClipDenoised = false });
+        double ddim50 = Error(new SamplingLoop(new DdimScheduler { Steps = 50 }) { ClipDenoised = false });
+        double ddim20 = Error(new SamplingLoop(new DdimScheduler { Steps = 20 }) { ClipDenoised = false });
+        double dpm10 = Error(new SamplingLoop(new DpmSolverScheduler { Steps = 10 }) { ClipDenoised = false });
+        double dpm20 = Error(new SamplingLoop(new DpmSolverScheduler { Steps = 20 }) { ClipDenoised = false });
+        double dpm20Karras = Error(new SamplingLoop(new DpmSolverScheduler { Steps = 20, Spacing = TimestepSpacing.Karras }) { ClipDenoised = false });
+        double dpm40 = Error(new SamplingLoop(new DpmSolverScheduler { Steps = 40 }) { ClipDenoised = false });
         string report = $"max error: DDIM-20 {ddim20:E2}, DDIM-50 {ddim50:E2}, DPM-Solver++ 10 {dpm10:E2}, 20 {dpm20:E2}, 20 Karras {dpm20Karras:E2}, 40 {dpm40:E2}";
         Console.WriteLine(report);
         Assert.IsTrue(dpm20 < ddim20 / 1.5, "second order beats first order on the same steps: " + report);
@@ -52,21 +52,21 @@ public sealed class SolverTests
     {
         using var diffusion = Analytic(out _);
         var seeds = Enumerable.Range(0, 64).Select(i => (long)(1000 + i)).ToArray();
-                (double Mean, double Std) Moments(TimestepScheduler sampler)
+                (double Mean, double Std) Moments(SamplingLoop sampler)
         {
             using var images = sampler.Sample(diffusion, seeds);
             var result = (images.mean().item<float>(), images.std().item<float>());
-            Console.WriteLine($"{sampler.GetType().Name}: mean {result.Item1:F4} (want {Mean}), std {result.Item2:F4} (want {Spread})");
+            Console.WriteLine($"{sampler.Scheduler.GetType().Name}: mean {result.Item1:F4} (want {Mean}), std {result.Item2:F4} (want {Spread})");
             return result;
         }
 
         // DDPM with the exact denoiser is exact in distribution; Euler-ancestral, a first-order scheme, converges to it as
         // the steps grow (with 20 uniform steps it under-disperses by about a quarter on this narrow distribution).
-        var ddpm = Moments(new DdpmScheduler { ClipDenoised = false });
+        var ddpm = Moments(new SamplingLoop(new DdpmScheduler()) { ClipDenoised = false });
         Assert.AreEqual(Mean, ddpm.Mean, 0.015);
         Assert.AreEqual(Spread, ddpm.Std, 0.01);
-        var euler20 = Moments(new EulerAncestralScheduler { Steps = 20, ClipDenoised = false });
-        var euler100 = Moments(new EulerAncestralScheduler { Steps = 100, ClipDenoised = false });
+        var euler20 = Moments(new SamplingLoop(new EulerAncestralScheduler { Steps = 20 }) { ClipDenoised = false });
+        var euler100 = Moments(new SamplingLoop(new EulerAncestralScheduler { Steps = 100 }) { ClipDenoised = false });
         Assert.AreEqual(Mean, euler20.Mean, 0.02);
         Assert.AreEqual(Mean, euler100.Mean, 0.02);
         Assert.AreEqual(Spread, euler100.Std, 0.02);
@@ -77,11 +77,11 @@ public sealed class SolverTests
     public void EulerWithoutNoiseIsDeterministicAndAncestralNoiseDependsOnlyOnTheSeed()
     {
         using var diffusion = Analytic(out _);
-        var euler = new EulerAncestralScheduler { Steps = 8, Eta = 0 };
+        var euler = new SamplingLoop(new EulerAncestralScheduler { Steps = 8, Eta = 0 });
         using var a = euler.Sample(diffusion, Seeds[..3]);
         using var b = euler.Sample(diffusion, Seeds[..3]);
         Assert.IsTrue(a.eq(b).all().item<bool>());
-        var ancestral = new EulerAncestralScheduler { Steps = 8 };
+        var ancestral = new SamplingLoop(new EulerAncestralScheduler { Steps = 8 });
         using var batch = ancestral.Sample(diffusion, Seeds[..9]);
         using var alone = ancestral.Sample(diffusion, new[] { Seeds[4] });
         Assert.IsTrue(alone[0].eq(batch[4]).all().item<bool>(), "an image depends only on its seed");
@@ -104,18 +104,21 @@ public sealed class SolverTests
     }
 
     [TestMethod]
-    public void SamplersAreFoundByNameAndByMethod()
+    public void SchedulersAreFoundByNameAndCarryTheirOwnSettings()
     {
-        var dpm = (DpmSolverScheduler)new DiffusionSamplerOptions { Method = SamplingMethod.DpmSolverPlusPlus, Steps = 12, Spacing = TimestepSpacing.Karras, GuidanceScale = 3 }.CreateScheduler();
+        var loop = new DiffusionSamplerOptions { Scheduler = new DpmSolverScheduler { Steps = 12, Spacing = TimestepSpacing.Karras }, GuidanceScale = 3 }.CreateSamplingLoop();
+        var dpm = (DpmSolverScheduler)loop.Scheduler;
         Assert.AreEqual(12, dpm.Steps);
         Assert.AreEqual(TimestepSpacing.Karras, dpm.Spacing);
-        Assert.AreEqual(3, dpm.GuidanceScale);
-        var euler = (EulerAncestralScheduler)new DiffusionSamplerOptions { SchedulerName = "Euler-A", Steps = 9 }.CreateScheduler();
-        Assert.AreEqual(1.0, euler.Eta, "η = 0 in the options means Euler-ancestral's default 1");
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new DiffusionSamplerOptions { SchedulerName = "no-such-sampler" }.Validate());
-        SchedulerRegistry.Register("test-ddim-10", _ => new DdimScheduler { Steps = 10 });
-        Assert.AreEqual(10, ((DdimScheduler)new DiffusionSamplerOptions { SchedulerName = "test-ddim-10" }.CreateScheduler()).Steps);
-        CollectionAssert.IsSubsetOf(new[] { "ddim", "ddpm", "dpm-solver++", "euler-a" }, SchedulerRegistry.Names.ToArray());
+        Assert.AreEqual(3, loop.GuidanceScale);
+        var euler = (EulerAncestralScheduler)SchedulerRegistry.Create("Euler-A");
+        Assert.AreEqual(1.0, euler.Eta, "Euler-ancestral's own default η is 1");
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => SchedulerRegistry.Create("no-such-sampler"));
+        SchedulerRegistry.Register<TenStepDdim>();
+        SchedulerRegistry.Register<TenStepDdim>(); // the same type again is fine
+        Assert.AreEqual(10, ((TenStepDdim)SchedulerRegistry.Create("test-ddim-10")).Steps);
+        Assert.ThrowsExactly<ArgumentException>(() => SchedulerRegistry.Register<ClashingDdim>(), "a name belongs to one type");
+        CollectionAssert.IsSubsetOf(new[] { "ddim", "ddpm", "dpm-solver++", "euler-a", "test-ddim-10" }, SchedulerRegistry.Names.ToArray());
     }
 
     // The network's noise prediction for x_t is exact for N(Mean, Spread²) data: ε̂ = (x_t − α x̂₀)/σ with
@@ -137,6 +140,39 @@ public sealed class SolverTests
         double a0 = Math.Sqrt(schedule.AlphasCumprod[0]), s0 = Math.Sqrt(1 - schedule.AlphasCumprod[0]);
         var z = (xT - (aT * Mean)) / Math.Sqrt((aT * aT * Spread * Spread) + (sT * sT));
         return Mean + (a0 * Spread * Spread / Math.Sqrt((a0 * a0 * Spread * Spread) + (s0 * s0)) * z);
+    }
+
+    /// <summary>A scheduler of the test assembly: DDIM with η = 0 over ten steps, under a name of its own.</summary>
+    private sealed class TenStepDdim : DiffusionScheduler
+    {
+        public override string Name => "test-ddim-10";
+
+        public override bool UsesStepNoise => false;
+
+        public int Steps { get; set; } = 10;
+
+        protected override System.Collections.Generic.IReadOnlyList<int> SelectTimesteps(NoiseSchedule schedule) => SpacedTimesteps(schedule, Steps, TimestepSpacing.Uniform);
+
+        protected override Tensor StepTo(DiffusionPrediction modelOutput, int timestep, int next, Tensor sample, Tensor? noise)
+        {
+            if (next < 0)
+            {
+                return modelOutput.PredictedStart.alias();
+            }
+
+            double aNext = Schedule.AlphasCumprod[next];
+            return (Math.Sqrt(aNext) * modelOutput.PredictedStart) + (Math.Sqrt(1 - aNext) * modelOutput.PredictedNoise);
+        }
+    }
+
+    /// <summary>Claims the built-in name "ddim".</summary>
+    private sealed class ClashingDdim : DiffusionScheduler
+    {
+        public override string Name => "DDIM";
+
+        protected override System.Collections.Generic.IReadOnlyList<int> SelectTimesteps(NoiseSchedule schedule) => throw new NotSupportedException();
+
+        protected override Tensor StepTo(DiffusionPrediction modelOutput, int timestep, int next, Tensor sample, Tensor? noise) => throw new NotSupportedException();
     }
 
     private sealed class GaussianDataOptions : DenoiserOptions
@@ -192,15 +228,15 @@ public sealed class ImageEditTests
         using var images = full(new long[] { Seeds.Length, 1, 4, 4 }, -0.9f); // far from the data: kept pixels must stay
         using var mask = zeros(new long[] { Seeds.Length, 1, 4, 4 });
         mask[.., .., ..2, ..] = 1; // keep the top half
-        foreach (var (sampler, resampling) in new (TimestepScheduler, int)[] { (new DdpmScheduler { ClipDenoised = false }, 1), (new DdpmScheduler { ClipDenoised = false }, 3), (new DdimScheduler { Steps = 25, Eta = 1, ClipDenoised = false }, 1), (new DdimScheduler { Steps = 25, Eta = 1, ClipDenoised = false }, 3) })
+        foreach (var (sampler, resampling) in new (SamplingLoop, int)[] { (new SamplingLoop(new DdpmScheduler()) { ClipDenoised = false }, 1), (new SamplingLoop(new DdpmScheduler()) { ClipDenoised = false }, 3), (new SamplingLoop(new DdimScheduler { Steps = 25, Eta = 1 }) { ClipDenoised = false }, 1), (new SamplingLoop(new DdimScheduler { Steps = 25, Eta = 1 }) { ClipDenoised = false }, 3) })
         {
             using var result = sampler.Sample(diffusion, Seeds, null, null, new ImageEdit(images, mask) { Resampling = resampling });
             Assert.IsTrue(result[.., .., ..2, ..].eq(images[.., .., ..2, ..]).all().item<bool>(), "kept pixels are the image's, exactly");
             var generated = result[.., .., 2.., ..];
             double mean = generated.mean().item<float>(), std = generated.std().item<float>();
-            string what = $"{sampler.GetType().Name} U={resampling}: mean {mean:F3}, std {std:F3}";
+            string what = $"{sampler.Scheduler.GetType().Name} U={resampling}: mean {mean:F3}, std {std:F3}";
             Console.WriteLine(what);
-            if (sampler is DdpmScheduler)
+            if (sampler.Scheduler is DdpmScheduler)
             {
                 // The full ancestral chain is exact in distribution here, with or without RePaint's resampling; DDIM's
                 // 25 coarse η = 1 jumps replace x₀ by its posterior mean and under-disperse (std ≈ 0.16), by design.
@@ -215,7 +251,7 @@ public sealed class ImageEditTests
     {
         using var diffusion = SolverTests.AnalyticDiffusion();
         using var images = full(new long[] { Seeds.Length, 1, 4, 4 }, 0.8f); // a plausible but unusual image (2 σ above μ)
-        var sampler = new DdimScheduler { Steps = 50, ClipDenoised = false };
+        var sampler = new SamplingLoop(new DdimScheduler { Steps = 50 }) { ClipDenoised = false };
         double Distance(double strength)
         {
             using var result = sampler.Sample(diffusion, Seeds, null, null, new ImageEdit(images) { Strength = strength });
@@ -239,7 +275,7 @@ public sealed class ImageEditTests
         using var diffusion = SolverTests.AnalyticDiffusion();
         using var images = rand(new long[] { 9, 1, 4, 4 }) * 2 - 1;
         using var mask = (rand(new long[] { 9, 1, 4, 4 }) < 0.5).to(float32);
-        var sampler = new DdimScheduler { Steps = 10, Eta = 0.5 };
+        var sampler = new SamplingLoop(new DdimScheduler { Steps = 10, Eta = 0.5 });
         using var batch = sampler.Sample(diffusion, Seeds[..9], null, null, new ImageEdit(images, mask) { Strength = 0.7 });
         using var alone = sampler.Sample(diffusion, new[] { Seeds[5] }, null, null, new ImageEdit(images[5..6], mask[5..6]) { Strength = 0.7 });
         Assert.IsTrue(alone[0].eq(batch[5]).all().item<bool>());

@@ -77,7 +77,7 @@ public sealed class DiffusionExperimentTests : OneThreadTests
         using var real = Microsoft.ML.Diffusion.ImageBatchReader.ReadAll(validation, nameof(PixelRow.Pixels), null, 1, 8, 8);
         var model = result.BestSampler.Model;
         var seeds = Enumerable.Range(0, 8).Select(i => SeededNoise.DeriveSeed(settings.Seed, i)).ToArray();
-        var generated = result.BestSampler.Options.CreateScheduler().Sample(model.Diffusion, seeds);
+        var generated = result.BestSampler.Options.CreateSamplingLoop().Sample(model.Diffusion, seeds);
         double expected = FrechetDistance.Compute(classifier.Features(real.Images), classifier.Features(generated));
         Assert.AreEqual(expected, result.Best.Metric, 1e-9 * expected);
     }

@@ -137,7 +137,7 @@ public sealed class LikelihoodAndQualityTests : OneThreadTests
         var real = TinyModels.Patterns().repeat(8, 1, 1, 1);
         Assert.IsTrue(classifier.Features(real).eq(loaded.Features(real)).all().item<bool>(), "a loaded classifier gives the same features");
 
-        var generated = ImageConversion.PixelsToModel(ImageConversion.ModelToPixels(new DdimScheduler { Steps = 10 }.Sample(trained.Model.Diffusion, Enumerable.Range(0, 16).Select(i => (long)i).ToArray())));
+        var generated = ImageConversion.PixelsToModel(ImageConversion.ModelToPixels(new SamplingLoop(new DdimScheduler { Steps = 10 }).Sample(trained.Model.Diffusion, Enumerable.Range(0, 16).Select(i => (long)i).ToArray())));
         var noise = rand(16, 1, 8, 8) * 2 - 1;
         // Two disjoint real sets: both patterns, 8 each, with independent pixel noise of σ = 0.1.
         var first = Noisy(real, seed: 1);

@@ -11,8 +11,11 @@ namespace Microsoft.ML.Diffusion.Core.Sampling;
 /// x_{τ'} = √ᾱ_{τ'} x̂₀ + √(1 − ᾱ_{τ'} − σ²) ε̂ + σ z with σ = η √((1 − ᾱ_{τ'})/(1 − ᾱ_τ)) √(1 − ᾱ_τ/ᾱ_{τ'}).
 /// η = 0 is deterministic; η = 1 with all T steps is ancestral sampling with the posterior variance.
 /// </summary>
-public sealed class DdimScheduler : TimestepScheduler
+public sealed class DdimScheduler : DiffusionScheduler
 {
+    /// <summary>The registered name, "ddim".</summary>
+    public const string RegisteredName = "ddim";
+
     private int steps = 50;
     private double eta;
 
@@ -22,6 +25,9 @@ public sealed class DdimScheduler : TimestepScheduler
         get => steps;
         set => steps = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "DDIM needs at least one step.");
     }
+
+    /// <inheritdoc/>
+    public override string Name => RegisteredName;
 
     /// <summary>Gets or sets η ∈ [0, 1], the amount of fresh noise per step. Default 0.</summary>
     public double Eta
@@ -33,36 +39,25 @@ public sealed class DdimScheduler : TimestepScheduler
     /// <summary>The visited timesteps: round(i·(T − 1)/(S − 1)) for i = S − 1 … 0, so T − 1 and 0 are always included.</summary>
     /// <param name="schedule">The model's schedule.</param>
     /// <returns>The decreasing sequence.</returns>
-    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule)
-    {
-        ArgumentNullException.ThrowIfNull(schedule);
-        if (steps > schedule.Timesteps)
-        {
-            throw new ArgumentOutOfRangeException(nameof(schedule), $"DDIM with {steps} steps needs at least as many diffusion timesteps; the model has {schedule.Timesteps}.");
-        }
-
-        var sequence = NoiseSchedule.EvenlySpacedTimesteps(schedule.Timesteps, steps);
-        Array.Reverse(sequence);
-        return sequence;
-    }
+    protected override IReadOnlyList<int> SelectTimesteps(NoiseSchedule schedule) => SpacedTimesteps(schedule, steps, TimestepSpacing.Uniform);
 
     /// <inheritdoc/>
-    protected override bool UsesStepNoise => eta > 0;
+    public override bool UsesStepNoise => eta > 0;
 
     /// <inheritdoc/>
-    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state)
+    protected override Tensor StepTo(DiffusionPrediction modelOutput, int timestep, int next, Tensor sample, Tensor? noise)
     {
         if (next < 0)
         {
-            return prediction.PredictedStart.alias();
+            return modelOutput.PredictedStart.alias();
         }
 
-        var alphaBar = diffusion.Schedule.AlphasCumprod;
-        double a = alphaBar[t];
+        var alphaBar = Schedule.AlphasCumprod;
+        double a = alphaBar[timestep];
         double aNext = alphaBar[next];
         double sigma = eta * Math.Sqrt((1 - aNext) / (1 - a)) * Math.Sqrt(1 - (a / aNext));
         double c = Math.Sqrt(Math.Max(0.0, 1 - aNext - (sigma * sigma)));
-        var result = (Math.Sqrt(aNext) * prediction.PredictedStart) + (c * prediction.PredictedNoise);
+        var result = (Math.Sqrt(aNext) * modelOutput.PredictedStart) + (c * modelOutput.PredictedNoise);
         return sigma > 0 ? result + (sigma * noise!) : result;
     }
 }

@@ -11,19 +11,29 @@ namespace Microsoft.ML.Diffusion.Core.Sampling;
 /// Ancestral sampling (Ho et al. 2020, Algorithm 2): x_{t−1} = μ_θ(x_t, t) + σ_t z, z ~ N(0, I) (no noise at the last step),
 /// through all T steps, with the model's variance type.
 /// </summary>
-public sealed class DdpmScheduler : TimestepScheduler
+public sealed class DdpmScheduler : DiffusionScheduler
 {
-    /// <inheritdoc/>
-    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule) => Enumerable.Range(0, schedule.Timesteps).Reverse().ToArray();
+    /// <summary>The registered name, "ddpm".</summary>
+    public const string RegisteredName = "ddpm";
 
     /// <inheritdoc/>
-    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state)
+    public override string Name => RegisteredName;
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<int> SelectTimesteps(NoiseSchedule schedule)
     {
-        if (t == 0)
+        ArgumentNullException.ThrowIfNull(schedule);
+        return Enumerable.Range(0, schedule.Timesteps).Reverse().ToArray();
+    }
+
+    /// <inheritdoc/>
+    protected override Tensor StepTo(DiffusionPrediction modelOutput, int timestep, int next, Tensor sample, Tensor? noise)
+    {
+        if (timestep == 0)
         {
-            return prediction.Mean.alias();
+            return modelOutput.Mean.alias();
         }
 
-        return prediction.Mean + ((0.5 * prediction.LogVariance).exp() * noise!);
+        return modelOutput.Mean + ((0.5 * modelOutput.LogVariance).exp() * noise!);
     }
 }

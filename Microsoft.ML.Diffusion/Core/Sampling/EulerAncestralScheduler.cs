@@ -12,10 +12,17 @@ namespace Microsoft.ML.Diffusion.Core.Sampling;
 /// from σ to σ', σ↑ = min(σ', η·√(σ'²(σ² − σ'²)/σ²)), σ↓ = √(σ'² − σ↑²), x̃' = x̃ + (σ↓ − σ)(x̃ − x̂₀)/σ + σ↑ z.
 /// The last visited timestep is 0, where the result is x̂₀ itself.
 /// </summary>
-public sealed class EulerAncestralScheduler : TimestepScheduler
+public sealed class EulerAncestralScheduler : DiffusionScheduler
 {
+    /// <summary>The registered name, "euler-a".</summary>
+    public const string RegisteredName = "euler-a";
+
     private int steps = 20;
+    private TimestepSpacing spacing = TimestepSpacing.Uniform;
     private double eta = 1.0;
+
+    /// <inheritdoc/>
+    public override string Name => RegisteredName;
 
     /// <summary>Gets or sets the number of network evaluations (2 ≤ steps ≤ T). Default 20.</summary>
     public int Steps
@@ -32,31 +39,33 @@ public sealed class EulerAncestralScheduler : TimestepScheduler
     }
 
     /// <summary>Gets or sets how the timesteps are spaced. Default <see cref="TimestepSpacing.Uniform"/>.</summary>
-    public TimestepSpacing Spacing { get; set; } = TimestepSpacing.Uniform;
-
-    /// <inheritdoc/>
-    protected override bool UsesStepNoise => eta > 0;
-
-    /// <inheritdoc/>
-    protected override IReadOnlyList<int> Timesteps(NoiseSchedule schedule) => DpmSolverScheduler.Visit(schedule, steps, Spacing, "Euler-ancestral");
-
-    /// <inheritdoc/>
-    protected override Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state)
+    public TimestepSpacing Spacing
     {
-        ArgumentNullException.ThrowIfNull(diffusion);
-        ArgumentNullException.ThrowIfNull(prediction);
+        get => spacing;
+        set => spacing = Enum.IsDefined(value) ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "Unknown timestep spacing.");
+    }
+
+    /// <inheritdoc/>
+    public override bool UsesStepNoise => eta > 0;
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<int> SelectTimesteps(NoiseSchedule schedule) => SpacedTimesteps(schedule, steps, spacing);
+
+    /// <inheritdoc/>
+    protected override Tensor StepTo(DiffusionPrediction modelOutput, int timestep, int next, Tensor sample, Tensor? noise)
+    {
         if (next < 0)
         {
-            return prediction.PredictedStart.alias();
+            return modelOutput.PredictedStart.alias();
         }
 
-        var alphaBar = diffusion.Schedule.AlphasCumprod;
-        double sigma = Math.Sqrt((1 - alphaBar[t]) / alphaBar[t]);
+        var alphaBar = Schedule.AlphasCumprod;
+        double sigma = Math.Sqrt((1 - alphaBar[timestep]) / alphaBar[timestep]);
         double sigmaNext = Math.Sqrt((1 - alphaBar[next]) / alphaBar[next]);
         double up = Math.Min(sigmaNext, eta * Math.Sqrt(sigmaNext * sigmaNext * ((sigma * sigma) - (sigmaNext * sigmaNext)) / (sigma * sigma)));
         double down = Math.Sqrt((sigmaNext * sigmaNext) - (up * up));
-        var scaled = x / Math.Sqrt(alphaBar[t]);
-        var direction = (scaled - prediction.PredictedStart) / sigma;
+        var scaled = sample / Math.Sqrt(alphaBar[timestep]);
+        var direction = (scaled - modelOutput.PredictedStart) / sigma;
         var moved = scaled + ((down - sigma) * direction);
         if (up > 0)
         {

@@ -1,5 +1,4 @@
 using System;
-using Microsoft.ML.Diffusion.Core.Diffusion;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Core.Sampling;
@@ -8,7 +7,7 @@ namespace Microsoft.ML.Diffusion.Core.Sampling;
 /// What an edit starts from: image-to-image (SDEdit, Meng et al. 2022: noise the image to <see cref="Strength"/>, then
 /// denoise) and inpainting (keep the pixels where <see cref="Mask"/> is 1 at every step, regenerate the rest; with
 /// <see cref="Resampling"/> &gt; 1, RePaint's resampling, Lugmayr et al. 2022). Pass it to
-/// <see cref="TimestepScheduler.Sample(GaussianDiffusion, System.Collections.Generic.IReadOnlyList{long}, Tensor?, SamplingTrajectory?, ImageEdit?)"/>.
+/// <see cref="SamplingLoop.Sample"/>.
 /// </summary>
 public sealed class ImageEdit
 {

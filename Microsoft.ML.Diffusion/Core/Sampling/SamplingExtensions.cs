@@ -11,11 +11,11 @@ public static class SamplingExtensions
     /// <summary>Generates a batch of images; image i uses a seed derived from (<paramref name="seed"/>, i).</summary>
     /// <param name="diffusion">The model.</param>
     /// <param name="batchSize">Number of images.</param>
-    /// <param name="sampler">The reverse process; default DDPM through all T steps.</param>
+    /// <param name="sampler">The reverse process; default DDPM through all T steps (run by a <see cref="SamplingLoop"/> with its defaults).</param>
     /// <param name="seed">The run seed.</param>
     /// <param name="classes">Labels for a class-conditional model, or null.</param>
     /// <returns>Images N×C×H×W in [−1, 1].</returns>
-    public static Tensor Sample(this GaussianDiffusion diffusion, int batchSize, IDiffusionScheduler? sampler = null, long seed = 0, Tensor? classes = null)
+    public static Tensor Sample(this GaussianDiffusion diffusion, int batchSize, DiffusionScheduler? sampler = null, long seed = 0, Tensor? classes = null)
     {
         ArgumentNullException.ThrowIfNull(diffusion);
         if (batchSize < 1)
@@ -24,6 +24,6 @@ public static class SamplingExtensions
         }
 
         var seeds = Enumerable.Range(0, batchSize).Select(i => SeededNoise.DeriveSeed(seed, i)).ToArray();
-        return (sampler ?? new DdpmScheduler()).Sample(diffusion, seeds, classes);
+        return new SamplingLoop(sampler).Sample(diffusion, seeds, classes);
     }
 }

@@ -2,16 +2,35 @@ using System;
 using System.Collections.Generic;
 using System.Linq;
 using Microsoft.ML.Diffusion.Core.Diffusion;
-using Microsoft.ML.Diffusion.Core.Schedules;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Core.Sampling;
 
-/// <summary>The loop shared by the samplers: start from seeded noise x_T, walk a decreasing sequence of timesteps, capture.</summary>
-public abstract class TimestepScheduler : IDiffusionScheduler
+/// <summary>
+/// The one sampling loop: draws each image's x_T from its seed (<see cref="SeededNoise"/>), runs the network on fixed
+/// chunks of images (the last one padded), asks <see cref="GaussianDiffusion.PMeanVariance"/> for p_θ with this loop's
+/// guidance scale and x̂₀ clipping, lets the <see cref="Scheduler"/> take each step, and applies edits (image-to-image
+/// strength, inpainting with RePaint resampling) and trajectories around it. An image depends only on its seed, its label,
+/// its edit and the chunk size, never on the batch.
+/// </summary>
+/// <remarks>
+/// The loop never steps <see cref="Scheduler"/> itself: each chunk steps a <see cref="DiffusionScheduler.Clone"/> of it,
+/// disposed at the end, so a multistep scheduler keeps one history per chunk and one loop can serve concurrent calls.
+/// </remarks>
+public sealed class SamplingLoop
 {
     private int? microBatchSize;
+
+    /// <summary>Initializes a new instance of the <see cref="SamplingLoop"/> class.</summary>
+    /// <param name="scheduler">The reverse-process algorithm; default DDPM through all T steps.</param>
+    public SamplingLoop(DiffusionScheduler? scheduler = null)
+    {
+        Scheduler = scheduler ?? new DdpmScheduler();
+    }
+
+    /// <summary>Gets the reverse-process algorithm (a template: the loop steps copies of it).</summary>
+    public DiffusionScheduler Scheduler { get; }
 
     /// <summary>Gets or sets a value indicating whether x̂₀ is clamped to [−1, 1] at every step. Default true.</summary>
     public bool ClipDenoised { get; set; } = true;
@@ -55,10 +74,6 @@ public abstract class TimestepScheduler : IDiffusionScheduler
         return device.type == DeviceType.CPU ? CpuMicroBatchSize : Math.Clamp(count, 1, DeviceMicroBatchSize);
     }
 
-    /// <inheritdoc/>
-    public Tensor Sample(GaussianDiffusion diffusion, IReadOnlyList<long> seeds, Tensor? classes = null, SamplingTrajectory? trajectory = null) =>
-        Sample(diffusion, seeds, classes, trajectory, edit: null);
-
     /// <summary>
     /// Generates one image per seed, or edits given images (image-to-image, inpainting). An image depends only on its
     /// seed, its label and its edit, never on the batch.
@@ -69,7 +84,7 @@ public abstract class TimestepScheduler : IDiffusionScheduler
     /// <param name="trajectory">Receives intermediate states, or null.</param>
     /// <param name="edit">The images to start from and the pixels to keep, or null to generate from noise.</param>
     /// <returns>Images N×C×H×W in [−1, 1] (clamped when <see cref="ClipDenoised"/>), on the model's device.</returns>
-    public Tensor Sample(GaussianDiffusion diffusion, IReadOnlyList<long> seeds, Tensor? classes, SamplingTrajectory? trajectory, ImageEdit? edit)
+    public Tensor Sample(GaussianDiffusion diffusion, IReadOnlyList<long> seeds, Tensor? classes = null, SamplingTrajectory? trajectory = null, ImageEdit? edit = null)
     {
         ArgumentNullException.ThrowIfNull(diffusion);
         ArgumentNullException.ThrowIfNull(seeds);
@@ -89,21 +104,46 @@ public abstract class TimestepScheduler : IDiffusionScheduler
             CheckEdit(edit, seeds.Count, imageShape);
         }
 
-        IReadOnlyList<int> steps = Timesteps(diffusion.Schedule);
-        if (edit is not null)
-        {
-            int start = (int)Math.Round(edit.Strength * (diffusion.Timesteps - 1), MidpointRounding.AwayFromZero);
-            steps = steps.Where(t => t <= start).ToArray();
-            if (steps.Count == 0)
-            {
-                steps = new[] { 0 };
-            }
-        }
-
         var device = diffusion.Device;
         int count = seeds.Count;
         int chunk = ChunkSize(device, count);
         int chunks = (count + chunk - 1) / chunk;
+        var schedulers = new DiffusionScheduler[chunks];
+        try
+        {
+            for (int c = 0; c < chunks; c++)
+            {
+                schedulers[c] = Scheduler.Clone();
+                schedulers[c].SetTimesteps(diffusion.Schedule);
+            }
+
+            IReadOnlyList<int> steps = schedulers[0].Timesteps;
+            if (edit is not null)
+            {
+                int start = (int)Math.Round(edit.Strength * (diffusion.Timesteps - 1), MidpointRounding.AwayFromZero);
+                steps = steps.Where(t => t <= start).ToArray();
+                if (steps.Count == 0)
+                {
+                    steps = new[] { schedulers[0].Timesteps[^1] };
+                }
+            }
+
+            return Run(diffusion, schedulers, steps, seeds, classes, trajectory, edit, imageShape, chunk);
+        }
+        finally
+        {
+            foreach (var scheduler in schedulers)
+            {
+                scheduler?.Dispose();
+            }
+        }
+    }
+
+    private Tensor Run(GaussianDiffusion diffusion, DiffusionScheduler[] schedulers, IReadOnlyList<int> steps, IReadOnlyList<long> seeds, Tensor? classes, SamplingTrajectory? trajectory, ImageEdit? edit, long[] imageShape, int chunk)
+    {
+        var device = diffusion.Device;
+        int count = seeds.Count;
+        int chunks = schedulers.Length;
         int padded = chunks * chunk;
         var allSeeds = new long[padded];
         for (int i = 0; i < padded; i++)
@@ -120,6 +160,7 @@ public abstract class TimestepScheduler : IDiffusionScheduler
         using var editNoise = edit is null ? null : new SeededNoise(allSeeds.Select(s => SeededNoise.DeriveSeed(s, 1)).ToArray(), imageShape, device, float32);
         using var known = edit is null ? null : Pad(edit.Images.to(float32, device), padded);
         using var keep = edit?.Mask is null ? null : Pad(edit.Mask.to(float32, device).expand(edit.Images.shape), padded);
+        bool usesStepNoise = schedulers[0].UsesStepNoise;
         Tensor x = noise.Next();
         if (known is not null)
         {
@@ -127,69 +168,57 @@ public abstract class TimestepScheduler : IDiffusionScheduler
             x = diffusion.QSample(known, full(padded, steps[0], dtype: int64, device: device), start);
         }
 
-        var states = new IDisposable?[chunks];
-        try
+        for (int i = 0; i < steps.Count; i++)
         {
-            for (int i = 0; i < steps.Count; i++)
+            int t = steps[i];
+            int next = i + 1 < steps.Count ? steps[i + 1] : -1;
+            using var scope = NewDisposeScope();
+            var before = x;
+            int rounds = keep is null || next < 0 ? 1 : edit!.Resampling;
+            for (int round = 0; round < rounds; round++)
             {
-                int t = steps[i];
-                int next = i + 1 < steps.Count ? steps[i + 1] : -1;
-                using var scope = NewDisposeScope();
-                var before = x;
-                int rounds = keep is null || next < 0 ? 1 : edit!.Resampling;
-                for (int round = 0; round < rounds; round++)
+                if (round > 0)
                 {
-                    if (round > 0)
-                    {
-                        // RePaint: go back from x_next to x_t with fresh noise, q(x_t | x_next), and do the step again.
-                        double ratio = diffusion.Schedule.AlphasCumprod[t] / diffusion.Schedule.AlphasCumprod[next];
-                        x = (Math.Sqrt(ratio) * x) + (Math.Sqrt(1 - ratio) * editNoise!.Next());
-                    }
-
-                    // Samplers that inject noise draw it at every step, so that the noise stream does not depend on the
-                    // sampler's choices (DDIM with η = 1 and DDPM follow the same path); deterministic ones draw nothing
-                    // after x_T.
-                    var fresh = UsesStepNoise ? noise.Next() : null;
-                    var tensorT = full(chunk, t, dtype: int64, device: device);
-                    var starts = new Tensor[chunks];
-                    var results = new Tensor[chunks];
-                    for (int c = 0; c < chunks; c++)
-                    {
-                        var rows = chunks == 1 ? x : x[(c * chunk)..((c + 1) * chunk)];
-                        var chunkLabels = labels is null || chunks == 1 ? labels : labels[(c * chunk)..((c + 1) * chunk)];
-                        var chunkNoise = fresh is null || chunks == 1 ? fresh : fresh[(c * chunk)..((c + 1) * chunk)];
-                        var prediction = diffusion.PMeanVariance(rows, tensorT, chunkLabels, ClipDenoised, GuidanceScale);
-                        starts[c] = prediction.PredictedStart;
-                        states[c] ??= CreateChunkState();
-                        results[c] = Step(diffusion, rows, t, next, prediction, chunkNoise, states[c]);
-                    }
-
-                    if (round == 0 && trajectory is not null && i % trajectory.Every == 0)
-                    {
-                        trajectory.Add(t, x[..count], (chunks == 1 ? starts[0] : cat(starts, 0))[..count]);
-                    }
-
-                    var result = chunks == 1 ? results[0] : cat(results, 0);
-                    if (keep is not null)
-                    {
-                        // Inpainting: the kept pixels are the known image at the new noise level (the image itself at the end).
-                        var knownAtNext = next < 0 ? known! : diffusion.QSample(known!, full(padded, next, dtype: int64, device: device), editNoise!.Next());
-                        result = (keep * knownAtNext) + ((1 - keep) * result);
-                    }
-
-                    x = result;
+                    // RePaint: go back from x_next to x_t with fresh noise, q(x_t | x_next), and do the step again.
+                    double ratio = diffusion.Schedule.AlphasCumprod[t] / diffusion.Schedule.AlphasCumprod[next];
+                    x = (Math.Sqrt(ratio) * x) + (Math.Sqrt(1 - ratio) * editNoise!.Next());
                 }
 
-                x = x.MoveToOuterDisposeScope();
-                before.Dispose();
+                // Schedulers that inject noise draw it at every step, so that the noise stream does not depend on the
+                // scheduler's choices (DDIM with η = 1 and DDPM follow the same path); deterministic ones draw nothing
+                // after x_T.
+                var fresh = usesStepNoise ? noise.Next() : null;
+                var tensorT = full(chunk, t, dtype: int64, device: device);
+                var starts = new Tensor[chunks];
+                var results = new Tensor[chunks];
+                for (int c = 0; c < chunks; c++)
+                {
+                    var rows = chunks == 1 ? x : x[(c * chunk)..((c + 1) * chunk)];
+                    var chunkLabels = labels is null || chunks == 1 ? labels : labels[(c * chunk)..((c + 1) * chunk)];
+                    var chunkNoise = fresh is null || chunks == 1 ? fresh : fresh[(c * chunk)..((c + 1) * chunk)];
+                    var prediction = diffusion.PMeanVariance(rows, tensorT, chunkLabels, ClipDenoised, GuidanceScale);
+                    starts[c] = prediction.PredictedStart;
+                    results[c] = schedulers[c].Step(prediction, t, rows, chunkNoise);
+                }
+
+                if (round == 0 && trajectory is not null && i % trajectory.Every == 0)
+                {
+                    trajectory.Add(t, x[..count], (chunks == 1 ? starts[0] : cat(starts, 0))[..count]);
+                }
+
+                var result = chunks == 1 ? results[0] : cat(results, 0);
+                if (keep is not null)
+                {
+                    // Inpainting: the kept pixels are the known image at the new noise level (the image itself at the end).
+                    var knownAtNext = next < 0 ? known! : diffusion.QSample(known!, full(padded, next, dtype: int64, device: device), editNoise!.Next());
+                    result = (keep * knownAtNext) + ((1 - keep) * result);
+                }
+
+                x = result;
             }
-        }
-        finally
-        {
-            foreach (var state in states)
-            {
-                state?.Dispose();
-            }
+
+            x = x.MoveToOuterDisposeScope();
+            before.Dispose();
         }
 
         var images = x[..count].clone();
@@ -197,35 +226,6 @@ public abstract class TimestepScheduler : IDiffusionScheduler
         trajectory?.Add(-1, images, images);
         return images;
     }
-
-    /// <summary>
-    /// Gets a value indicating whether <see cref="Step"/> uses its noise argument. When false, no noise is drawn after x_T
-    /// and <see cref="Step"/> receives null. Default true.
-    /// </summary>
-    protected virtual bool UsesStepNoise => true;
-
-    /// <summary>The decreasing timesteps to visit, from T − 1 down to 0.</summary>
-    /// <param name="schedule">The model's noise schedule (T = its length).</param>
-    /// <returns>The sequence.</returns>
-    protected abstract IReadOnlyList<int> Timesteps(NoiseSchedule schedule);
-
-    /// <summary>
-    /// Creates the state one chunk of images carries from step to step (a multistep method keeps earlier predictions in
-    /// it), or null. It is disposed when the chunk is done.
-    /// </summary>
-    /// <returns>The state, or null.</returns>
-    protected virtual IDisposable? CreateChunkState() => null;
-
-    /// <summary>One reverse step from x_t to x_next (next = −1 means to x₀).</summary>
-    /// <param name="diffusion">The model.</param>
-    /// <param name="x">x_t.</param>
-    /// <param name="t">The current timestep.</param>
-    /// <param name="next">The next timestep, or −1.</param>
-    /// <param name="prediction">p_θ at (x_t, t).</param>
-    /// <param name="noise">Fresh standard normal noise of the shape of x_t (null when <see cref="UsesStepNoise"/> is false).</param>
-    /// <param name="state">The chunk's state from <see cref="CreateChunkState"/> (the same object at every step), or null.</param>
-    /// <returns>x_next.</returns>
-    protected abstract Tensor Step(GaussianDiffusion diffusion, Tensor x, int t, int next, DiffusionPrediction prediction, Tensor? noise, IDisposable? state);
 
     private static void CheckEdit(ImageEdit edit, int count, long[] imageShape)
     {
