@@ -220,7 +220,7 @@ internal sealed class PointwiseOptions : DenoiserOptions
 
     public override DenoiserOptions Clone() => new PointwiseOptions { Channels = Channels, LearnedVariance = LearnedVariance, ClassCount = ClassCount };
 
-    public override void Validate()
+    protected override void ValidateShape()
     {
     }
 }

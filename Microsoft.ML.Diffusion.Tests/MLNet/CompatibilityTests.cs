@@ -5,7 +5,10 @@ using System.Security.Cryptography;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Sampling;
+using Microsoft.ML.Diffusion.Core.Schedules;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 
 namespace Microsoft.ML.Diffusion.Tests.MLNet;
@@ -126,7 +129,7 @@ public sealed class CompatibilityTests : OneThreadTests
         CheckpointEvery = 2,
         KeepCheckpoints = 1,
         Resume = true,
-        Sampling = new DiffusionSamplerOptions { Steps = 4 },
+        Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 4 } },
     };
 
     // The generator's training data: 16 rows of 8×8 gradients, even rows rising (label 0), odd rows falling (label 1).
@@ -156,5 +159,29 @@ public sealed class CompatibilityTests : OneThreadTests
         {
             (model as IDisposable)?.Dispose();
         }
+    }
+
+    [TestMethod]
+    public void NewModelFilesKeepTheFlatJsonShapeAndCheckpointFingerprintsKeepTheirText()
+    {
+        // Written by the code before the model description (GaussianDiffusionOptions) existed: the same training must write
+        // the same JSON, or older readers could not read new files and checkpoints written before could not be resumed.
+        const string Expected =
+            "{\"ImageHeight\":8,\"ImageWidth\":8,\"Schedule\":\"Custom\",\"Betas\":[0.01,0.05,0.1,0.2,0.3],\"Objective\":\"Noise\",\"Loss\":\"MeanSquaredError\","
+            + "\"Variance\":\"FixedSmall\",\"MinSnrGamma\":null,\"Network\":{\"Kind\":\"DiT\",\"PatchSize\":2,\"HiddenSize\":16,\"Depth\":1,\"Heads\":2,"
+            + "\"MlpRatio\":4,\"SizeDivisor\":2,\"MlpHiddenSize\":64,\"Channels\":1,\"LearnedVariance\":false,\"ClassCount\":2},\"ImageColumnName\":\"Pixels\","
+            + "\"LabelColumnName\":\"Label\",\"ClassNames\":null";
+        var context = new MLContext(seed: 1);
+        var options = MLNetTestData.Options(steps: 3);
+        options.LabelColumnName = nameof(PixelRow.Label);
+        options.Schedule = Microsoft.ML.Diffusion.Core.Schedules.BetaSchedule.Custom;
+        options.CustomBetas = new[] { 0.01, 0.05, 0.1, 0.2, 0.3 };
+        options.Sampling.Scheduler = new DdimScheduler { Steps = 3 };
+        options.Network = new DiTOptions { PatchSize = 2, HiddenSize = 16, Depth = 1, Heads = 2 };
+        using var sampler = context.Generative().Diffusion(options).Fit(MLNetTestData.Patterns(context, copies: 2));
+        string json = DiffusionModelFile.ConfigJson(sampler.Model.Config);
+        // The sampler's settings follow (their shape is the sampler options' own).
+        Assert.AreEqual(Expected + ",\"TrainedSteps\":3,\"Sampling\":{", json[..Math.Min(json.Length, Expected.Length + 30)], "the model file's JSON");
+        Assert.AreEqual(Expected + "}", DiffusionModelFile.ConfigJson(sampler.Model.Config, forFingerprint: true), "the checkpoint fingerprint's JSON");
     }
 }

@@ -145,7 +145,7 @@ public sealed class ChannelMixOptions : DenoiserOptions
 
     public override DenoiserOptions Clone() => new ChannelMixOptions { Channels = Channels, LearnedVariance = LearnedVariance, ClassCount = ClassCount, Hidden = Hidden };
 
-    public override void Validate()
+    protected override void ValidateShape()
     {
         if (Hidden < 1)
         {

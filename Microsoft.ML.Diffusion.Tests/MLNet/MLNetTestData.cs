@@ -4,8 +4,8 @@ using System.Linq;
 using System.Security.Cryptography;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion.Core.Schedules;
 
 namespace Microsoft.ML.Diffusion.Tests.MLNet;

@@ -5,9 +5,9 @@ using System.Linq;
 using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 
 namespace Microsoft.ML.Diffusion.Tests.MLNet;

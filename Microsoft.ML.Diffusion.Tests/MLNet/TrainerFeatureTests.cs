@@ -165,9 +165,9 @@ public sealed class TrainerFeatureTests : OneThreadTests
         Assert.AreEqual(8, sampler.Model.ImageHeight);
         Assert.AreEqual(1, sampler.Model.Channels);
         var defaults = new DiffusionTrainerOptions();
-        Assert.HasCount(defaults.Timesteps, config.Betas, "everything else takes its default");
-        Assert.AreEqual(((UNetOptions)defaults.Network).Dim, ((UNetOptions)config.Network).Dim);
-        Assert.AreEqual(defaults.Objective, config.Objective);
+        Assert.HasCount(defaults.Timesteps, config.Diffusion.Betas!, "everything else takes its default");
+        Assert.AreEqual(((UNetOptions)defaults.Network).Dim, ((UNetOptions)config.Diffusion.Network).Dim);
+        Assert.AreEqual(defaults.Objective, config.Diffusion.Objective);
     }
 
     private static MLImage Gray(byte[] values, int height, int width)

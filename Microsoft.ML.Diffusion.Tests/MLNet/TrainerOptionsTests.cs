@@ -7,6 +7,7 @@ using System.Reflection;
 using System.Threading;
 using Microsoft.ML;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
 using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion.Core.Training;
@@ -55,6 +56,38 @@ public sealed class TrainerOptionsTests : OneThreadTests
         Assert.AreNotSame(original.Sampling.Scheduler, copy.Sampling.Scheduler);
         Assert.AreNotEqual(128, ((UNetOptions)original.Network).Dim, "the copy has its own network options");
         Assert.IsInstanceOfType<DdpmScheduler>(original.Sampling.Scheduler, "the copy has its own sampler options");
+    }
+
+    [TestMethod]
+    public void TheFlatPropertiesReadAndWriteOneDescriptionAndOneSettingsObject()
+    {
+        foreach (var options in new[]
+        {
+            new DiffusionTrainerOptions { ImageHeight = 8, ImageSize = 16, Timesteps = 50, BatchSize = 4, TrainSteps = 100 },
+            new DiffusionTrainerOptions { ImageSize = 16, ImageHeight = 8, Timesteps = 50, BatchSize = 4, TrainSteps = 100 },
+        })
+        {
+            Assert.AreEqual(8, options.Height);
+            Assert.AreEqual(16, options.Width);
+            Assert.AreEqual(8, options.Diffusion.ImageHeight, "the order of the initializer does not matter");
+            Assert.AreEqual(16, options.Diffusion.ImageWidth);
+            Assert.AreEqual(50, options.Diffusion.Timesteps);
+            Assert.AreSame(options.Network, options.Diffusion.Network);
+            Assert.AreEqual(4, options.Training.BatchSize);
+            Assert.AreEqual(10, options.Training.EffectiveWarmupSteps);
+            options.ImageHeight = null;
+            Assert.AreEqual(16, options.Diffusion.ImageHeight, "without an override the side is ImageSize");
+        }
+
+        var trainer = MLNetTestData.Options();
+        trainer.Channels = 3;
+        trainer.Variance = VarianceType.LearnedRange;
+        var model = trainer.DescribeModel(classCount: 5);
+        Assert.AreEqual(3, model.Network.Channels);
+        Assert.IsTrue(model.Network.LearnedVariance);
+        Assert.AreEqual(5, model.Network.ClassCount);
+        Assert.AreEqual(1, trainer.Network.Channels, "the options' own network is left as it was");
+        model.Validate();
     }
 
     [TestMethod]

@@ -21,7 +21,7 @@ public sealed class ConcurrencyTests
     {
         var mlContext = new MLContext(seed: 1);
         var config = TinyModelFile.Config();
-        config.Network.ClassCount = 2;
+        config.Diffusion.Network.ClassCount = 2;
         config.Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 2, Eta = 0.5 } };
         using var sampler = TinyModelFile.Sampler(mlContext, config);
         var seeds = mlContext.Data.LoadFromEnumerable(Enumerable.Range(0, 8).Select(i => new SeedRow { Seed = 100 + i }).ToList());

@@ -3,10 +3,10 @@ using System.IO;
 using System.IO.Compression;
 using System.Linq;
 using System.Security.Cryptography;
-using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion.Core.Schedules;
 using Microsoft.ML.Diffusion.Core.Training;
 using Microsoft.ML.Diffusion.Import;
@@ -20,14 +20,17 @@ internal static class TinyModelFile
 {
     public static DiffusionModelConfig Config() => new()
     {
-        ImageHeight = 4,
-        ImageWidth = 4,
-        Schedule = BetaSchedule.Linear,
-        Betas = NoiseSchedule.Linear(10).Betas.ToArray(),
-        Objective = PredictionTarget.Noise,
-        Loss = DiffusionLoss.MeanSquaredError,
-        Variance = VarianceType.FixedSmall,
-        Network = new UNetOptions { Dim = 4, DimMults = new[] { 1, 2 }, Channels = 1, AttentionHeads = 1, AttentionDimHead = 4 },
+        Diffusion = new GaussianDiffusionOptions
+        {
+            ImageHeight = 4,
+            ImageWidth = 4,
+            Schedule = BetaSchedule.Linear,
+            Betas = NoiseSchedule.Linear(10).Betas.ToArray(),
+            Objective = PredictionTarget.Noise,
+            Loss = DiffusionLoss.MeanSquaredError,
+            Variance = VarianceType.FixedSmall,
+            Network = new UNetOptions { Dim = 4, DimMults = new[] { 1, 2 }, Channels = 1, AttentionHeads = 1, AttentionDimHead = 4 },
+        },
         Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 2 } },
     };
 
@@ -35,7 +38,7 @@ internal static class TinyModelFile
     public static DiffusionSampler Sampler(MLContext mlContext, DiffusionModelConfig config, int seed = 1)
     {
         manual_seed(seed);
-        var diffusion = DiffusionModel.BuildDiffusion(config);
+        var diffusion = config.Diffusion.CreateDiffusion();
         diffusion.eval();
         return new DiffusionSampler(mlContext, new DiffusionModel(config, diffusion));
     }
@@ -140,14 +143,14 @@ internal sealed class CheckpointTarget : IDamageTarget, IDisposable
         var config = TinyModelFile.Config();
         var options = new DiffusionTrainerOptions
         {
-            BatchSize = 2, TrainSteps = 2, LearningRate = 1e-3, LogEvery = 100, Network = config.Network,
+            BatchSize = 2, TrainSteps = 2, LearningRate = 1e-3, LogEvery = 100, Network = config.Diffusion.Network,
             CheckpointDirectory = written, CheckpointEvery = 2,
         };
         manual_seed(1);
-        using (var trained = DiffusionModel.BuildDiffusion(config))
+        using (var trained = config.Diffusion.CreateDiffusion())
         using (var data = new TrainingImages(rand(4, 1, 4, 4) * 2 - 1, null, 0, null))
         {
-            new DiffusionTrainingLoop(trained, options.ToTrainingSettings(), _ => { }, _ => { }).Run(data, seed: 3, Fingerprint);
+            new DiffusionTrainingLoop(trained, options.Training, _ => { }, _ => { }).Run(data, seed: 3, Fingerprint);
         }
 
         Original = File.ReadAllBytes(Checkpoint.FindLatest(written)!);
@@ -156,7 +159,7 @@ internal sealed class CheckpointTarget : IDamageTarget, IDisposable
             Original = Original[..^32];
         }
 
-        diffusion = DiffusionModel.BuildDiffusion(config);
+        diffusion = config.Diffusion.CreateDiffusion();
         optimizer = new FusedAdamW(diffusion.Model.parameters(), options.LearningRate, beta1: 0.9, beta2: 0.99, weightDecay: options.WeightDecay);
         ema = new ExponentialMovingAverage(optimizer, options.EmaDecay);
         state = new TrainingState(diffusion.Model, optimizer, ema, noise, order, randperm(4).DetachFromDisposeScope(), Fingerprint);

@@ -126,17 +126,17 @@ public sealed class DamagedFileTests
     {
         var cases = new (string Name, Action<DiffusionModelConfig> Edit, string Expected)[]
         {
-            ("gigantic Dim", c => ((UNetOptions)c.Network).Dim = 1_000_000_000, "U-Net Dim 1000000000"),
-            ("gigantic widths", c => ((UNetOptions)c.Network).DimMults = new[] { 1, 8192 }, "every level's width"),
-            ("a network the weights cannot hold", c => ((UNetOptions)c.Network).Dim = 64, "parameters but holds only"),
-            ("gigantic image", c => { c.ImageHeight = 1 << 20; c.ImageWidth = 1 << 20; }, "image size 1048576×1048576"),
-            ("gigantic T", c => c.Betas = Enumerable.Repeat(0.01, ModelLimits.MaxTimesteps + 1).ToArray(), "100001 timesteps"),
-            ("negative β", c => c.Betas[3] = -0.25, "β at index 3 is -0.25"),
-            ("β of 1", c => c.Betas[9] = 1.0, "β at index 9 is 1"),
-            ("gigantic class count", c => c.Network.ClassCount = int.MaxValue, "2147483647 classes"),
-            ("gigantic sampler micro-batch", c => c.Network.Channels = 1, "micro-batch of 50000000"),
-            ("learned variance without its output", c => c.Variance = VarianceType.LearnedRange, "learned-variance"),
-            ("indivisible image", c => { c.ImageHeight = 5; c.ImageWidth = 5; }, "not divisible by 2"),
+            ("gigantic Dim", c => ((UNetOptions)c.Diffusion.Network).Dim = 1_000_000_000, "U-Net Dim 1000000000"),
+            ("gigantic widths", c => ((UNetOptions)c.Diffusion.Network).DimMults = new[] { 1, 8192 }, "every level's width"),
+            ("a network the weights cannot hold", c => ((UNetOptions)c.Diffusion.Network).Dim = 64, "parameters but holds only"),
+            ("gigantic image", c => { c.Diffusion.ImageHeight = 1 << 20; c.Diffusion.ImageWidth = 1 << 20; }, "image size 1048576×1048576"),
+            ("gigantic T", c => c.Diffusion.Betas = Enumerable.Repeat(0.01, ModelLimits.MaxTimesteps + 1).ToArray(), "100001 timesteps"),
+            ("negative β", c => ((double[])c.Diffusion.Betas!)[3] = -0.25, "β at index 3 is -0.25"),
+            ("β of 1", c => ((double[])c.Diffusion.Betas!)[9] = 1.0, "β at index 9 is 1"),
+            ("gigantic class count", c => c.Diffusion.Network.ClassCount = int.MaxValue, "2147483647 classes"),
+            ("gigantic sampler micro-batch", c => c.Diffusion.Network.Channels = 1, "micro-batch of 50000000"),
+            ("learned variance without its output", c => c.Diffusion.Variance = VarianceType.LearnedRange, "learned-variance"),
+            ("indivisible image", c => { c.Diffusion.ImageHeight = 5; c.Diffusion.ImageWidth = 5; }, "not divisible by 2"),
         };
         var mlContext = new MLContext(seed: 1);
         foreach (var (name, edit, expected) in cases)
@@ -172,7 +172,7 @@ public sealed class DamagedFileTests
         var config = TinyModelFile.Config();
         using (var sampler = TinyModelFile.Sampler(mlContext, config))
         {
-            ((UNetOptions)config.Network).AttentionDimHead = 2; // a narrower network than the weights: fewer parameters, so only the shapes disagree
+            ((UNetOptions)config.Diffusion.Network).AttentionDimHead = 2; // a narrower network than the weights: fewer parameters, so only the shapes disagree
             mlContext.Model.Save(sampler, null, path);
         }
 

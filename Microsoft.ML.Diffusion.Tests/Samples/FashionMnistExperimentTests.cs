@@ -38,10 +38,10 @@ public sealed class FashionMnistExperimentTests
             using var sampler = DiffusionSampler.Load(new MLContext(), Path.Combine(output, "model.zip"));
             var config = sampler.Model.Config;
             string[] searched = description.Split(", ");
-            Assert.AreEqual(searched[0], config.Schedule.ToString());
-            Assert.AreEqual(searched[1], config.Objective.ToString());
-            Assert.AreEqual(searched[2], config.Loss.ToString());
-            Assert.AreEqual(searched[3], config.Variance.ToString());
+            Assert.AreEqual(searched[0], config.Diffusion.Schedule.ToString());
+            Assert.AreEqual(searched[1], config.Diffusion.Objective.ToString());
+            Assert.AreEqual(searched[2], config.Diffusion.Loss.ToString());
+            Assert.AreEqual(searched[3], config.Diffusion.Variance.ToString());
             Assert.AreEqual(2, sampler.Model.TrainedSteps);
             Assert.AreEqual(10, sampler.Model.ClassCount);
         }

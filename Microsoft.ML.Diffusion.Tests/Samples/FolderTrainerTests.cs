@@ -4,9 +4,9 @@ using System.Linq;
 using FolderTrainer;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
+using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion.Tests.Tools.Pictures;
 using Microsoft.ML.Diffusion.Tools.Pictures;
-using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using static TorchSharp.torch;
 

@@ -47,10 +47,10 @@ public static class PyTorchCheckpoint
             throw new FileNotFoundException($"Checkpoint '{path}' does not exist.", path);
         }
 
-        var network = options.Network.Clone();
         Dictionary<string, (long[] Shape, float[] Values)> weights;
         string prefix;
-        DiffusionModelConfig config;
+        GaussianDiffusionOptions model;
+        int trainedSteps;
         try
         {
             using var scope = NewDisposeScope(); // every tensor read from the file is released here; the weights leave as arrays
@@ -58,22 +58,9 @@ public static class PyTorchCheckpoint
             prefix = UNetPrefix(state, options.Weights)
                 ?? throw new InvalidDataException($"Checkpoint '{path}' holds no denoising-diffusion-pytorch U-Net (no key ending in 'init_conv.weight').");
             string diffusionPrefix = prefix.EndsWith("model.", StringComparison.Ordinal) ? prefix[..^"model.".Length] : prefix;
-            var schedule = state.TryGetValue(diffusionPrefix + "betas", out var betas)
-                ? NoiseSchedule.Custom(betas.to(float64).data<double>().ToArray())
-                : NoiseSchedule.Create(options.Schedule, options.Timesteps);
-            config = new DiffusionModelConfig
-            {
-                ImageHeight = options.ImageSize,
-                ImageWidth = options.ImageSize,
-                Schedule = schedule.Kind,
-                Betas = schedule.Betas.ToArray(),
-                Objective = options.Objective,
-                Loss = DiffusionLoss.MeanSquaredError,
-                Variance = network.LearnedVariance ? VarianceType.LearnedRange : VarianceType.FixedSmall,
-                Network = network,
-                TrainedSteps = step,
-                Sampling = options.Sampling?.Clone() ?? new DiffusionSamplerOptions(),
-            };
+            model = options.DescribeModel(state.TryGetValue(diffusionPrefix + "betas", out var betas) ? betas.to(float64).data<double>().ToArray() : null);
+            model.Validate();
+            trainedSteps = step;
             weights = UNetWeights(state, prefix);
         }
         catch (Exception ex) when (ex is not (InvalidDataException or FileNotFoundException))
@@ -81,11 +68,17 @@ public static class PyTorchCheckpoint
             throw new InvalidDataException($"Checkpoint '{path}' could not be read as a denoising-diffusion-pytorch checkpoint: {ex.Message}", ex);
         }
 
-        var diffusion = DiffusionModel.BuildDiffusion(config);
+        var diffusion = model.CreateDiffusion();
         try
         {
             CopyWeights((UNet)diffusion.Model, weights, prefix, path);
             diffusion.eval();
+            var config = new DiffusionModelConfig
+            {
+                Diffusion = diffusion.Options,
+                TrainedSteps = trainedSteps,
+                Sampling = options.Sampling?.Clone() ?? new DiffusionSamplerOptions(),
+            };
             return new DiffusionSampler(mlContext, new DiffusionModel(config, diffusion), config.Sampling);
         }
         catch

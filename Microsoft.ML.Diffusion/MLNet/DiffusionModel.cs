@@ -34,16 +34,16 @@ public sealed class DiffusionModel : IDisposable
     public GaussianDiffusion Diffusion { get; }
 
     /// <summary>Gets the image height.</summary>
-    public int ImageHeight => Config.ImageHeight;
+    public int ImageHeight => Config.Diffusion.ImageHeight;
 
     /// <summary>Gets the image width.</summary>
-    public int ImageWidth => Config.ImageWidth;
+    public int ImageWidth => Config.Diffusion.ImageWidth;
 
     /// <summary>Gets the image channels.</summary>
-    public int Channels => Config.Network.Channels;
+    public int Channels => Config.Diffusion.Network.Channels;
 
     /// <summary>Gets the number of classes of a class-conditional model, or 0.</summary>
-    public int ClassCount => Config.Network.ClassCount;
+    public int ClassCount => Config.Diffusion.Network.ClassCount;
 
     /// <summary>Gets the class names (from the label column's key values) of a class-conditional model, if known.</summary>
     public IReadOnlyList<string>? ClassNames => Config.ClassNames;
@@ -52,7 +52,7 @@ public sealed class DiffusionModel : IDisposable
     public int TrainedSteps => Config.TrainedSteps;
 
     /// <summary>Gets a copy of the network's kind and shape (a <see cref="UNetOptions"/> for a U-Net).</summary>
-    public DenoiserOptions Network => Config.Network.Clone();
+    public DenoiserOptions Network => Config.Diffusion.Network.Clone();
 
     /// <summary>Gets the device the network lives on, as "cpu" or "cuda:N".</summary>
     public string Device => Diffusion.Device.ToString();
@@ -74,17 +74,6 @@ public sealed class DiffusionModel : IDisposable
         Diffusion.to(target);
     }
 
-    /// <summary>Builds the diffusion a config describes, with fresh (untrained) weights, on the CPU.</summary>
-    internal static GaussianDiffusion BuildDiffusion(DiffusionModelConfig config)
-    {
-        var network = config.Network.CreateDenoiser();
-        var schedule = NoiseSchedule.Restore(config.Schedule, config.Betas);
-        return new GaussianDiffusion(network, schedule, config.ImageHeight, config.ImageWidth, config.Objective, config.Loss, config.Variance)
-        {
-            MinSnrGamma = config.MinSnrGamma,
-        };
-    }
-
     /// <summary>The network's weights in TorchSharp's format.</summary>
     internal byte[] SaveWeights()
     {
@@ -100,7 +89,7 @@ public sealed class DiffusionModel : IDisposable
     /// <summary>Rebuilds a model from its config and weights, on the CPU.</summary>
     internal static DiffusionModel Load(DiffusionModelConfig config, byte[] weights)
     {
-        var diffusion = BuildDiffusion(config);
+        var diffusion = config.Diffusion.CreateDiffusion();
         try
         {
             using var stream = new MemoryStream(weights, writable: false);

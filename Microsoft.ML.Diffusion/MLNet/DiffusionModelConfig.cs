@@ -1,30 +1,20 @@
 using System.Collections.Generic;
+using System.Text.Json.Serialization;
 using Microsoft.ML.Diffusion.Core.Diffusion;
-using Microsoft.ML.Diffusion.Core.Networks;
-using Microsoft.ML.Diffusion.Core.Schedules;
 
 namespace Microsoft.ML.Diffusion;
 
-/// <summary>Everything needed to rebuild a trained model's network and diffusion (saved as JSON in the model file).</summary>
+/// <summary>
+/// Everything needed to rebuild a trained model (saved as JSON in the model file): the model's description
+/// (<see cref="GaussianDiffusionOptions"/>, with its exact β values) and what ML.NET adds — the columns, the class names,
+/// the steps trained and the sampler's defaults. <see cref="DiffusionModelFile"/> writes it as one flat JSON object, the
+/// description's fields first, as files have always been written.
+/// </summary>
 internal sealed class DiffusionModelConfig
 {
-    public int ImageHeight { get; set; }
-
-    public int ImageWidth { get; set; }
-
-    public BetaSchedule Schedule { get; set; }
-
-    public double[] Betas { get; set; } = System.Array.Empty<double>();
-
-    public PredictionTarget Objective { get; set; }
-
-    public DiffusionLoss Loss { get; set; }
-
-    public VarianceType Variance { get; set; }
-
-    public double? MinSnrGamma { get; set; }
-
-    public DenoiserOptions Network { get; set; } = new UNetOptions();
+    /// <summary>Gets or sets the model's description.</summary>
+    [JsonIgnore]
+    public GaussianDiffusionOptions Diffusion { get; set; } = new();
 
     public string ImageColumnName { get; set; } = "Image";
 

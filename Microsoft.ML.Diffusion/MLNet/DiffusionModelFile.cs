@@ -3,7 +3,9 @@ using System.IO;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using Microsoft.ML.Diffusion.Core.Diffusion;
 
 namespace Microsoft.ML.Diffusion;
 
@@ -44,15 +46,24 @@ internal static class DiffusionModelFile
         WriteIndented = false,
     };
 
-    /// <summary>The configuration as JSON; for a fingerprint, without the fields that may change across a resume.</summary>
+    /// <summary>
+    /// The configuration as JSON — one flat object, the description's fields (<see cref="GaussianDiffusionOptions"/>) then the
+    /// file's own — and, for a fingerprint, without the fields that may change across a resume.
+    /// </summary>
     public static string ConfigJson(DiffusionModelConfig config, bool forFingerprint = false)
     {
-        if (!forFingerprint)
+        var json = JsonSerializer.SerializeToNode(config.Diffusion, Json)!.AsObject();
+        foreach (var (name, value) in JsonSerializer.SerializeToNode(config, Json)!.AsObject())
         {
-            return JsonSerializer.Serialize(config, Json);
+            json.Add(name, value?.DeepClone());
         }
 
-        var node = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(config, Json))!.AsObject();
+        if (!forFingerprint)
+        {
+            return json.ToJsonString(Json);
+        }
+
+        var node = JsonNode.Parse(json.ToJsonString(Json))!.AsObject();
         node.Remove(nameof(DiffusionModelConfig.TrainedSteps));
         node.Remove(nameof(DiffusionModelConfig.Sampling));
         return node.ToJsonString();
@@ -109,10 +120,7 @@ internal static class DiffusionModelFile
             DiffusionModelConfig config;
             try
             {
-                var node = System.Text.Json.Nodes.JsonNode.Parse(json);
-                LegacySamplingSettings.Upgrade(node?[nameof(DiffusionModelConfig.Sampling)]);
-                config = node.Deserialize<DiffusionModelConfig>(Json)
-                    ?? throw new InvalidDataException($"{source} has an empty diffusion model configuration.");
+                config = ParseConfig(json) ?? throw new InvalidDataException($"{source} has an empty diffusion model configuration.");
             }
             catch (Exception ex) when (ex is JsonException or ArgumentException or NotSupportedException or InvalidOperationException)
             {
@@ -123,11 +131,12 @@ internal static class DiffusionModelFile
 
             // TorchSharp stores each float32 parameter in 4 bytes (plus names and shapes): a file whose weights are shorter
             // than 2 bytes per parameter cannot hold the network its configuration describes, so none is built.
-            long parameters = config.Network.CountParameters() ?? 0;
+            var network = config.Diffusion.Network;
+            long parameters = network.CountParameters() ?? 0;
             if (parameters * 2 > length)
             {
                 throw new InvalidDataException(
-                    $"{source} describes a {config.Network.Kind} of {parameters:N0} parameters but holds only {length:N0} bytes of weights: the configuration and the weights disagree.");
+                    $"{source} describes a {network.Kind} of {parameters:N0} parameters but holds only {length:N0} bytes of weights: the configuration and the weights disagree.");
             }
 
             return new Header(config, storage == 1, length, hash);
@@ -176,6 +185,24 @@ internal static class DiffusionModelFile
         {
             throw new InvalidDataException($"{source} has weights that do not fit its configuration: {ex.Message}", ex);
         }
+    }
+
+    // The flat object holds the description's fields and the file's own: each part reads its own (unknown names are ignored).
+    private static DiffusionModelConfig? ParseConfig(string json)
+    {
+        if (JsonNode.Parse(json) is not JsonObject node)
+        {
+            return null;
+        }
+
+        LegacySamplingSettings.Upgrade(node[nameof(DiffusionModelConfig.Sampling)]);
+        var config = node.Deserialize<DiffusionModelConfig>(Json);
+        if (config is not null)
+        {
+            config.Diffusion = node.Deserialize<GaussianDiffusionOptions>(Json) ?? throw new JsonException("The diffusion settings are empty.");
+        }
+
+        return config;
     }
 
     private static byte[] ReadExactly(BinaryReader reader, int count)

@@ -56,43 +56,28 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
             channel.Warning(MessageSensitivity.None, $"Only {data.Count} training images: a diffusion model needs many more to generalise; it will mostly reproduce these.");
         }
 
-        var network = options.Network.Clone();
-        network.Channels = channels;
-        network.LearnedVariance = options.Variance == VarianceType.LearnedRange;
-        network.ClassCount = data.ClassCount;
-        var schedule = options.Schedule == BetaSchedule.Custom
-            ? NoiseSchedule.Custom(options.CustomBetas!)
-            : NoiseSchedule.Create(options.Schedule, options.Timesteps);
-        var config = new DiffusionModelConfig
-        {
-            ImageHeight = height,
-            ImageWidth = width,
-            Schedule = schedule.Kind,
-            Betas = schedule.Betas.ToArray(),
-            Objective = options.Objective,
-            Loss = options.Loss,
-            Variance = options.Variance,
-            MinSnrGamma = options.MinSnrGamma,
-            Network = network,
-            ImageColumnName = options.ImageColumnName,
-            LabelColumnName = options.LabelColumnName,
-            ClassNames = data.ClassNames,
-            TrainedSteps = options.TrainSteps,
-            Sampling = options.Sampling.Clone(),
-        };
-
         // Without a seed, the host's random source (seeded from the MLContext's seed) picks one, as ML.NET's trainers do.
         long seed = options.Seed ?? host.Rand.Next();
         torch.manual_seed(seed);
-        var diffusion = DiffusionModel.BuildDiffusion(config);
+        var diffusion = options.DescribeModel(data.ClassCount).CreateDiffusion();
         try
         {
+            // The model file records the built diffusion's description: its exact β values and its network's settings.
+            var config = new DiffusionModelConfig
+            {
+                Diffusion = diffusion.Options,
+                ImageColumnName = options.ImageColumnName,
+                LabelColumnName = options.LabelColumnName,
+                ClassNames = data.ClassNames,
+                TrainedSteps = options.TrainSteps,
+                Sampling = options.Sampling.Clone(),
+            };
             diffusion.to(device);
             channel.Info(MessageSensitivity.None, FormattableString.Invariant(
-                $"Training a diffusion model: {data.Count} images {channels}×{height}×{width}, {config.Network.Kind} {diffusion.Model.ParameterCount:N0} parameters, T = {schedule.Timesteps} ({schedule.Kind}), objective {options.Objective}, {options.TrainSteps} steps of {options.BatchSize}×{options.GradientAccumulationSteps}, seed {seed}, device {device}."));
+                $"Training a diffusion model: {data.Count} images {channels}×{height}×{width}, {diffusion.Model.Options.Kind} {diffusion.Model.ParameterCount:N0} parameters, T = {diffusion.Timesteps} ({diffusion.Schedule.Kind}), objective {options.Objective}, {options.TrainSteps} steps of {options.BatchSize}×{options.GradientAccumulationSteps}, seed {seed}, device {device}."));
             var loop = new DiffusionTrainingLoop(
                 diffusion,
-                options.ToTrainingSettings(),
+                options.Training,
                 progress =>
                 {
                     channel.Info(MessageSensitivity.None, progress.ToString());

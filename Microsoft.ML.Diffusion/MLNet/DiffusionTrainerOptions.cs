@@ -11,8 +11,18 @@ using Microsoft.ML.Diffusion.Core.Training;
 namespace Microsoft.ML.Diffusion;
 
 /// <summary>Options of <see cref="DiffusionTrainer"/>: the data, the diffusion, the network and the training loop.</summary>
+/// <remarks>
+/// The diffusion's settings are those of one <see cref="GaussianDiffusionOptions"/> (the model's description, which the
+/// model file stores) and the training loop's those of one core settings object: the properties here read and write them,
+/// nothing is copied. The network's channels, learned-variance output and class count come from <see cref="Channels"/>,
+/// <see cref="Variance"/> and the data when training starts.
+/// </remarks>
 public sealed class DiffusionTrainerOptions
 {
+    private int imageSize = GaussianDiffusionOptions.Defaults.ImageSize;
+    private bool heightSet;
+    private bool widthSet;
+
     /// <summary>
     /// Gets or sets the image column: an <see cref="Microsoft.ML.Data.MLImage"/> column of the model's size, or a Single or
     /// Byte vector of C·H·W values in [0, 255], planar (as ExtractPixels makes). Default "Image".
@@ -23,61 +33,149 @@ public sealed class DiffusionTrainerOptions
     public string? LabelColumnName { get; set; }
 
     /// <summary>Gets or sets the side of square images. Default 32.</summary>
-    public int ImageSize { get; set; } = 32;
+    public int ImageSize
+    {
+        get => imageSize;
+        set
+        {
+            imageSize = value;
+            Diffusion.ImageHeight = heightSet ? Diffusion.ImageHeight : value;
+            Diffusion.ImageWidth = widthSet ? Diffusion.ImageWidth : value;
+        }
+    }
 
     /// <summary>Gets or sets the image height for non-square images (overrides <see cref="ImageSize"/>).</summary>
-    public int? ImageHeight { get; set; }
+    public int? ImageHeight
+    {
+        get => heightSet ? Diffusion.ImageHeight : null;
+        set
+        {
+            heightSet = value is not null;
+            Diffusion.ImageHeight = value ?? imageSize;
+        }
+    }
 
     /// <summary>Gets or sets the image width for non-square images (overrides <see cref="ImageSize"/>).</summary>
-    public int? ImageWidth { get; set; }
+    public int? ImageWidth
+    {
+        get => widthSet ? Diffusion.ImageWidth : null;
+        set
+        {
+            widthSet = value is not null;
+            Diffusion.ImageWidth = value ?? imageSize;
+        }
+    }
 
     /// <summary>Gets or sets the channels: 1 (grayscale) or 3 (RGB). Default 1.</summary>
     public int Channels { get; set; } = 1;
 
-    /// <summary>Gets or sets T, the number of diffusion steps. Default 1000.</summary>
-    public int Timesteps { get; set; } = 1000;
+    /// <summary>Gets or sets T, the number of diffusion steps (unless <see cref="CustomBetas"/> are set). Default 1000.</summary>
+    public int Timesteps
+    {
+        get => Diffusion.Timesteps;
+        set => Diffusion.Timesteps = value;
+    }
 
     /// <summary>Gets or sets the β schedule. Default <see cref="BetaSchedule.Linear"/>.</summary>
-    public BetaSchedule Schedule { get; set; } = BetaSchedule.Linear;
+    public BetaSchedule Schedule
+    {
+        get => Diffusion.Schedule;
+        set => Diffusion.Schedule = value;
+    }
 
-    /// <summary>Gets or sets the β array when <see cref="Schedule"/> is <see cref="BetaSchedule.Custom"/> (its length sets T).</summary>
-    public IReadOnlyList<double>? CustomBetas { get; set; }
+    /// <summary>
+    /// Gets or sets the β array, required when <see cref="Schedule"/> is <see cref="BetaSchedule.Custom"/>; when set it is the
+    /// schedule (its length sets T), whatever <see cref="Schedule"/> says (which then only names the family it comes from).
+    /// </summary>
+    public IReadOnlyList<double>? CustomBetas
+    {
+        get => Diffusion.Betas;
+        set => Diffusion.Betas = value;
+    }
 
     /// <summary>Gets or sets what the network predicts. Default <see cref="PredictionTarget.Noise"/>.</summary>
-    public PredictionTarget Objective { get; set; } = PredictionTarget.Noise;
+    public PredictionTarget Objective
+    {
+        get => Diffusion.Objective;
+        set => Diffusion.Objective = value;
+    }
 
     /// <summary>Gets or sets the distance of the simple loss. Default <see cref="DiffusionLoss.MeanSquaredError"/>.</summary>
-    public DiffusionLoss Loss { get; set; } = DiffusionLoss.MeanSquaredError;
+    public DiffusionLoss Loss
+    {
+        get => Diffusion.Loss;
+        set => Diffusion.Loss = value;
+    }
 
     /// <summary>Gets or sets the reverse-process variance; <see cref="VarianceType.LearnedRange"/> trains with the hybrid loss. Default fixed small.</summary>
-    public VarianceType Variance { get; set; } = VarianceType.FixedSmall;
+    public VarianceType Variance
+    {
+        get => Diffusion.Variance;
+        set => Diffusion.Variance = value;
+    }
 
     /// <summary>Gets or sets γ of min-SNR-γ weighting, or null for none.</summary>
-    public double? MinSnrGamma { get; set; }
+    public double? MinSnrGamma
+    {
+        get => Diffusion.MinSnrGamma;
+        set => Diffusion.MinSnrGamma = value;
+    }
 
-    /// <summary>Gets or sets the U-Net's shape; its channels, learned variance and class count are set from these options.</summary>
-    public DenoiserOptions Network { get; set; } = new UNetOptions();
+    /// <summary>Gets or sets the network's kind and shape; its channels, learned variance and class count are set from these options and the data.</summary>
+    public DenoiserOptions Network
+    {
+        get => Diffusion.Network;
+        set => Diffusion.Network = value;
+    }
 
     /// <summary>Gets or sets images per micro-batch. Default 32.</summary>
-    public int BatchSize { get; set; } = 32;
+    public int BatchSize
+    {
+        get => Training.BatchSize;
+        set => Training.BatchSize = value;
+    }
 
     /// <summary>Gets or sets the number of optimizer steps. Default 2000.</summary>
-    public int TrainSteps { get; set; } = 2000;
+    public int TrainSteps
+    {
+        get => Training.TrainSteps;
+        set => Training.TrainSteps = value;
+    }
 
     /// <summary>Gets or sets the peak learning rate of AdamW. Default 2e-4.</summary>
-    public double LearningRate { get; set; } = 2e-4;
+    public double LearningRate
+    {
+        get => Training.LearningRate;
+        set => Training.LearningRate = value;
+    }
 
     /// <summary>Gets or sets AdamW's decoupled weight decay. Default 0.</summary>
-    public double WeightDecay { get; set; }
+    public double WeightDecay
+    {
+        get => Training.WeightDecay;
+        set => Training.WeightDecay = value;
+    }
 
     /// <summary>Gets or sets the linear warm-up length in steps; null means min(500, TrainSteps / 10).</summary>
-    public int? WarmupSteps { get; set; }
+    public int? WarmupSteps
+    {
+        get => Training.WarmupSteps;
+        set => Training.WarmupSteps = value;
+    }
 
     /// <summary>Gets or sets the maximum global gradient norm (0 = no clipping). Default 1.</summary>
-    public double GradientClip { get; set; } = 1.0;
+    public double GradientClip
+    {
+        get => Training.GradientClip;
+        set => Training.GradientClip = value;
+    }
 
     /// <summary>Gets or sets micro-batches per optimizer step; the effective batch is BatchSize × this. Default 1.</summary>
-    public int GradientAccumulationSteps { get; set; } = 1;
+    public int GradientAccumulationSteps
+    {
+        get => Training.GradientAccumulationSteps;
+        set => Training.GradientAccumulationSteps = value;
+    }
 
     /// <summary>
     /// Gets or sets the number of images the network processes at once within a batch, or null for the whole batch. The
@@ -87,16 +185,32 @@ public sealed class DiffusionTrainerOptions
     /// (and resuming a checkpoint needs the same value). On the CPU, batches whose activations exceed glibc's 32 MB mmap
     /// threshold are slower per image than smaller chunks (measured in docs/performance.md), so splitting large batches pays.
     /// </summary>
-    public int? MicroBatchSize { get; set; }
+    public int? MicroBatchSize
+    {
+        get => Training.MicroBatchSize;
+        set => Training.MicroBatchSize = value;
+    }
 
     /// <summary>Gets or sets the ceiling of the EMA decay (the decay ramps up to it); 0 disables the average. Default 0.995.</summary>
-    public double EmaDecay { get; set; } = 0.995;
+    public double EmaDecay
+    {
+        get => Training.EmaDecay;
+        set => Training.EmaDecay = value;
+    }
 
     /// <summary>Gets or sets a value indicating whether training images are flipped left–right at random. Default false.</summary>
-    public bool RandomHorizontalFlip { get; set; }
+    public bool RandomHorizontalFlip
+    {
+        get => Training.RandomHorizontalFlip;
+        set => Training.RandomHorizontalFlip = value;
+    }
 
     /// <summary>Gets or sets the probability of dropping a label during training (enables classifier-free guidance). Default 0.1.</summary>
-    public double ConditionDropout { get; set; } = 0.1;
+    public double ConditionDropout
+    {
+        get => Training.ConditionDropout;
+        set => Training.ConditionDropout = value;
+    }
 
     /// <summary>Gets or sets the device: "cpu", "cuda" or "cuda:N". Default "cpu".</summary>
     public string Device { get; set; } = "cpu";
@@ -108,25 +222,49 @@ public sealed class DiffusionTrainerOptions
     public int? Seed { get; set; }
 
     /// <summary>Gets or sets how often (in steps) progress is reported. Default 50.</summary>
-    public int LogEvery { get; set; } = 50;
+    public int LogEvery
+    {
+        get => Training.LogEvery;
+        set => Training.LogEvery = value;
+    }
 
     /// <summary>Gets or sets how many consecutive non-finite steps stop training with an error. Default 10.</summary>
-    public int MaxConsecutiveNonFiniteSteps { get; set; } = 10;
+    public int MaxConsecutiveNonFiniteSteps
+    {
+        get => Training.MaxConsecutiveNonFiniteSteps;
+        set => Training.MaxConsecutiveNonFiniteSteps = value;
+    }
 
     /// <summary>Gets or sets the folder for training checkpoints, or null for none.</summary>
-    public string? CheckpointDirectory { get; set; }
+    public string? CheckpointDirectory
+    {
+        get => Training.CheckpointDirectory;
+        set => Training.CheckpointDirectory = value;
+    }
 
     /// <summary>Gets or sets how often (in steps) a checkpoint is written; one is always written at the end. Default 500.</summary>
-    public int CheckpointEvery { get; set; } = 500;
+    public int CheckpointEvery
+    {
+        get => Training.CheckpointEvery;
+        set => Training.CheckpointEvery = value;
+    }
 
     /// <summary>Gets or sets how many of the newest checkpoints are kept. Default 3.</summary>
-    public int KeepCheckpoints { get; set; } = 3;
+    public int KeepCheckpoints
+    {
+        get => Training.KeepCheckpoints;
+        set => Training.KeepCheckpoints = value;
+    }
 
     /// <summary>
     /// Gets or sets a value indicating whether training continues from the newest checkpoint in <see cref="CheckpointDirectory"/>
     /// (bit-exactly on the CPU: N steps, stop, resume, N more = 2N steps). Default false.
     /// </summary>
-    public bool Resume { get; set; }
+    public bool Resume
+    {
+        get => Training.Resume;
+        set => Training.Resume = value;
+    }
 
     /// <summary>Gets or sets the sampler settings of the trained <see cref="DiffusionSampler"/>.</summary>
     public DiffusionSamplerOptions Sampling { get; set; } = new();
@@ -135,46 +273,36 @@ public sealed class DiffusionTrainerOptions
     /// Gets or sets a wall-clock budget for training: when it is used up, training ends cleanly after the current step (the
     /// model is complete, with <see cref="DiffusionModel.TrainedSteps"/> the steps actually taken). Null: no budget.
     /// </summary>
-    public TimeSpan? MaxTrainingTime { get; set; }
+    public TimeSpan? MaxTrainingTime
+    {
+        get => Training.MaxTrainingTime;
+        set => Training.MaxTrainingTime = value;
+    }
 
     /// <summary>Gets or sets a token that stops training between steps (Fit then throws <see cref="OperationCanceledException"/>).</summary>
-    public CancellationToken CancellationToken { get; set; }
+    public CancellationToken CancellationToken
+    {
+        get => Training.CancellationToken;
+        set => Training.CancellationToken = value;
+    }
 
     /// <summary>Gets or sets an optional receiver of progress reports.</summary>
     public IProgress<TrainingProgress>? Progress { get; set; }
 
     /// <summary>Gets the effective image height.</summary>
-    public int Height => ImageHeight ?? ImageSize;
+    public int Height => Diffusion.ImageHeight;
 
     /// <summary>Gets the effective image width.</summary>
-    public int Width => ImageWidth ?? ImageSize;
+    public int Width => Diffusion.ImageWidth;
 
     /// <summary>Gets the effective warm-up length.</summary>
-    public int EffectiveWarmupSteps => WarmupSteps ?? Math.Min(500, TrainSteps / 10);
+    public int EffectiveWarmupSteps => Training.EffectiveWarmupSteps;
 
-    /// <summary>The training loop's settings these options describe.</summary>
-    internal TrainingSettings ToTrainingSettings() => new()
-    {
-        BatchSize = BatchSize,
-        MicroBatchSize = MicroBatchSize,
-        GradientAccumulationSteps = GradientAccumulationSteps,
-        TrainSteps = TrainSteps,
-        LearningRate = LearningRate,
-        WeightDecay = WeightDecay,
-        WarmupSteps = EffectiveWarmupSteps,
-        GradientClip = GradientClip,
-        EmaDecay = EmaDecay,
-        RandomHorizontalFlip = RandomHorizontalFlip,
-        ConditionDropout = ConditionDropout,
-        MaxConsecutiveNonFiniteSteps = MaxConsecutiveNonFiniteSteps,
-        LogEvery = LogEvery,
-        MaxTrainingTime = MaxTrainingTime,
-        CheckpointDirectory = CheckpointDirectory,
-        CheckpointEvery = CheckpointEvery,
-        KeepCheckpoints = KeepCheckpoints,
-        Resume = Resume,
-        CancellationToken = CancellationToken,
-    };
+    /// <summary>Gets the diffusion's description, which the diffusion properties of these options read and write.</summary>
+    internal GaussianDiffusionOptions Diffusion { get; private set; } = new();
+
+    /// <summary>Gets the training loop's settings, which the training properties of these options read and write.</summary>
+    internal TrainingSettings Training { get; private set; } = new();
 
     /// <summary>
     /// Returns a deep copy: every setting, with its own <see cref="Network"/>, <see cref="Sampling"/> and
@@ -184,9 +312,9 @@ public sealed class DiffusionTrainerOptions
     public DiffusionTrainerOptions Clone()
     {
         var copy = (DiffusionTrainerOptions)MemberwiseClone();
-        copy.Network = Network?.Clone()!;
+        copy.Diffusion = Diffusion.Clone();
+        copy.Training = Training.Clone();
         copy.Sampling = Sampling?.Clone()!;
-        copy.CustomBetas = CustomBetas?.ToArray();
         return copy;
     }
 
@@ -198,45 +326,30 @@ public sealed class DiffusionTrainerOptions
             throw new ArgumentException("ImageColumnName must name a column.", nameof(ImageColumnName));
         }
 
-        Check(Height >= 1 && Width >= 1, nameof(ImageSize), $"Image size must be positive; got {Height}×{Width}.");
-        Check(Channels is 1 or 3, nameof(Channels), $"Channels must be 1 or 3; got {Channels}.");
-        Check(Schedule == BetaSchedule.Custom ? CustomBetas is { Count: >= 2 } : Timesteps >= 2, nameof(Timesteps), "At least 2 timesteps (or CustomBetas with at least 2 values) are needed.");
-        Check(Enum.IsDefined(Objective) && Enum.IsDefined(Loss) && Enum.IsDefined(Variance) && Enum.IsDefined(Schedule), nameof(Objective), "Unknown objective, loss, variance or schedule.");
-        Check(MinSnrGamma is null || MinSnrGamma > 0, nameof(MinSnrGamma), "MinSnrGamma must be positive.");
-        Check(BatchSize >= 1, nameof(BatchSize), "BatchSize must be positive.");
-        Check(TrainSteps >= 0, nameof(TrainSteps), "TrainSteps must not be negative.");
-        Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), "LearningRate must be positive.");
-        Check(WeightDecay >= 0, nameof(WeightDecay), "WeightDecay must not be negative.");
-        Check(WarmupSteps is null || WarmupSteps >= 0, nameof(WarmupSteps), "WarmupSteps must not be negative.");
-        Check(GradientClip >= 0, nameof(GradientClip), "GradientClip must not be negative.");
-        Check(MicroBatchSize is null || MicroBatchSize >= 1, nameof(MicroBatchSize), "MicroBatchSize must be positive.");
-        Check(GradientAccumulationSteps >= 1, nameof(GradientAccumulationSteps), "GradientAccumulationSteps must be at least 1.");
-        Check(EmaDecay is >= 0 and < 1, nameof(EmaDecay), "EmaDecay must be in [0, 1).");
-        Check(ConditionDropout is >= 0 and < 1, nameof(ConditionDropout), "ConditionDropout must be in [0, 1).");
-        Check(LogEvery >= 1, nameof(LogEvery), "LogEvery must be positive.");
-        Check(CheckpointEvery >= 1 && KeepCheckpoints >= 1, nameof(CheckpointEvery), "CheckpointEvery and KeepCheckpoints must be positive.");
-        Check(MaxTrainingTime is null || MaxTrainingTime > TimeSpan.Zero, nameof(MaxTrainingTime), "MaxTrainingTime must be positive.");
-        Check(!Resume || CheckpointDirectory is not null, nameof(Resume), "Resume needs a CheckpointDirectory.");
-        Check(MaxConsecutiveNonFiniteSteps >= 1, nameof(MaxConsecutiveNonFiniteSteps), "MaxConsecutiveNonFiniteSteps must be positive.");
+        if (Channels is not (1 or 3))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Channels), $"Channels must be 1 or 3; got {Channels}.");
+        }
+
         ArgumentNullException.ThrowIfNull(Network, nameof(Network));
         ArgumentNullException.ThrowIfNull(Sampling, nameof(Sampling));
-        Network.Validate();
+        Training.Validate();
+        DescribeModel(Network.ClassCount).Validate();
         Sampling.Validate();
-        int divisor = Network.SizeDivisor;
-        Check(
-            Height % divisor == 0 && Width % divisor == 0,
-            nameof(ImageSize),
-            Network is UNetOptions unet
-                ? $"Image size {Height}×{Width} must be divisible by {divisor} = 2^(levels − 1) for a U-Net with {unet.Levels} levels (DimMults); resize the images or use fewer levels."
-                : $"Image size {Height}×{Width} must be divisible by {divisor}, the {Network.Kind}'s size divisor; resize the images.");
         _ = Torch.ParseDevice(Device);
     }
 
-    private static void Check(bool condition, string name, string message)
+    /// <summary>
+    /// The model these options describe for data of <paramref name="classCount"/> classes: a copy of the description whose
+    /// network takes its channels from <see cref="Channels"/>, its learned-variance output from <see cref="Variance"/> and
+    /// its class count from the data.
+    /// </summary>
+    internal GaussianDiffusionOptions DescribeModel(int classCount)
     {
-        if (!condition)
-        {
-            throw new ArgumentOutOfRangeException(name, message);
-        }
+        var model = Diffusion.Clone();
+        model.Network.Channels = Channels;
+        model.Network.LearnedVariance = Variance == VarianceType.LearnedRange;
+        model.Network.ClassCount = classCount;
+        return model;
     }
 }

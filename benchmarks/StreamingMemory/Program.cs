@@ -13,6 +13,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Sampling;
 
 int rows = 100_000, size = 32, channels = 3, steps = 1, threads = 1, engineRows = 256;
 for (int i = 0; i < args.Length; i++)

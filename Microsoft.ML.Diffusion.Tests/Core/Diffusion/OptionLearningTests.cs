@@ -102,7 +102,7 @@ public sealed class OptionLearningTests : OneThreadTests
     {
         var options = new DiffusionTrainerOptions { BatchSize = 16, TrainSteps = Steps, LearningRate = 3e-3, LogEvery = Steps, Network = TinyModels.Options() };
         using var data = new TrainingImages(patterns.repeat(8, 1, 1, 1), null, 0, null);
-        new DiffusionTrainingLoop(d, options.ToTrainingSettings(), _ => { }, _ => { }).Run(data, seed: 21, fingerprint: "learning");
+        new DiffusionTrainingLoop(d, options.Training, _ => { }, _ => { }).Run(data, seed: 21, fingerprint: "learning");
     }
 
     private static void AssertClose(Tensor expected, Tensor actual, string what)

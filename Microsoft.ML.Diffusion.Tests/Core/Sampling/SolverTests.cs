@@ -185,7 +185,7 @@ public sealed class SolverTests
 
         public override DenoiserOptions Clone() => new GaussianDataOptions();
 
-        public override void Validate()
+        protected override void ValidateShape()
         {
         }
     }

@@ -119,7 +119,7 @@ public sealed class GradientTests : OneThreadTests
     {
         using var d = TinyModels.Diffusion(timesteps: Timesteps, seed: 4);
         using var data = new TrainingImages(images.clone(), null, 0, null);
-        new DiffusionTrainingLoop(d, options.ToTrainingSettings(), _ => { }, _ => { }).Run(data, Seed, "test");
+        new DiffusionTrainingLoop(d, options.Training, _ => { }, _ => { }).Run(data, Seed, "test");
         return d.parameters().Select(p => p.grad!.clone()).ToArray();
     }
 

@@ -130,7 +130,7 @@ public sealed class TrainingLoopTests
         images[1] = full_like(images[1], double.NaN);
         using var data = new TrainingImages(images, null, 0, null);
         var options = new DiffusionTrainerOptions { BatchSize = 1, TrainSteps = 20, LearningRate = 1e-3, EmaDecay = 0, LogEvery = 100, Network = TinyModels.Options() };
-        var loop = new DiffusionTrainingLoop(d, options.ToTrainingSettings(), _ => { }, _ => { });
+        var loop = new DiffusionTrainingLoop(d, options.Training, _ => { }, _ => { });
         loop.Run(data, seed: 5, fingerprint: "test");
         Assert.IsTrue(loop.SkippedSteps is > 0 and < 20, $"skipped {loop.SkippedSteps}");
         Assert.IsTrue(d.parameters().All(p => p.isfinite().all().item<bool>()), "no NaN reached the weights");
@@ -142,7 +142,7 @@ public sealed class TrainingLoopTests
         using var d = TinyModels.Diffusion(timesteps: 10);
         using var data = new TrainingImages(full(new long[] { 2, 1, 8, 8 }, double.NaN), null, 0, null);
         var options = new DiffusionTrainerOptions { BatchSize = 2, TrainSteps = 50, MaxConsecutiveNonFiniteSteps = 5, Network = TinyModels.Options() };
-        var loop = new DiffusionTrainingLoop(d, options.ToTrainingSettings(), _ => { }, _ => { });
+        var loop = new DiffusionTrainingLoop(d, options.Training, _ => { }, _ => { });
         var ex = Assert.ThrowsExactly<InvalidOperationException>(() => loop.Run(data, 1, "test"));
         StringAssert.Contains(ex.Message, "5 steps in a row had a non-finite loss");
     }

@@ -21,6 +21,7 @@ namespace Microsoft.ML.Diffusion.Core.Diffusion;
 public sealed class GaussianDiffusion : nn.Module
 {
     private const double Ln2 = 0.69314718055994530942;
+    private readonly GaussianDiffusionOptions options;
     private readonly Denoiser model;
     private readonly bool ownsModel = true;
     private readonly Tensor betas;
@@ -75,36 +76,37 @@ public sealed class GaussianDiffusion : nn.Module
         PredictionTarget objective = PredictionTarget.Noise,
         DiffusionLoss loss = DiffusionLoss.MeanSquaredError,
         VarianceType variance = VarianceType.FixedSmall)
+        : this(Describe(model, schedule, imageHeight, imageWidth, objective, loss, variance), model, schedule)
+    {
+    }
+
+    /// <summary>
+    /// Initializes a new instance of the <see cref="GaussianDiffusion"/> class from its description, with a fresh network
+    /// (weights from torch's global generator), on the CPU. The same as <see cref="GaussianDiffusionOptions.CreateDiffusion"/>.
+    /// </summary>
+    /// <param name="options">The description; validated here, and copied.</param>
+    /// <exception cref="ArgumentException">The description is invalid (see <see cref="GaussianDiffusionOptions.Validate"/>).</exception>
+    public GaussianDiffusion(GaussianDiffusionOptions options)
+        : this(Validated(options), model: null, schedule: null)
+    {
+    }
+
+    // The one constructor: `options` is a validated copy owned by this instance; a missing network or schedule is built from it.
+    private GaussianDiffusion(GaussianDiffusionOptions options, Denoiser? model, NoiseSchedule? schedule)
         : base(nameof(GaussianDiffusion))
     {
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(schedule);
         DiffusionRuntime.EnsureNativeAllocatorTuned();
-        int divisor = model.SizeDivisor;
-        if (imageHeight < 1 || imageWidth < 1 || imageHeight % divisor != 0 || imageWidth % divisor != 0)
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(imageHeight), $"Image size {imageHeight}×{imageWidth} must be positive and divisible by {divisor} (the {model.Options.Kind}'s size divisor).");
-        }
+        schedule ??= options.CreateSchedule();
+        model ??= options.Network.CreateDenoiser();
 
-        if ((variance == VarianceType.LearnedRange) != model.LearnedVariance)
-        {
-            throw new ArgumentException(
-                $"Variance {variance} needs a network with LearnedVariance = {variance == VarianceType.LearnedRange}.", nameof(variance));
-        }
-
-        if (!Enum.IsDefined(objective) || !Enum.IsDefined(loss))
-        {
-            throw new ArgumentOutOfRangeException(nameof(objective), "Unknown objective or loss.");
-        }
-
+        // The description records what was built: the exact β values and the network's own settings.
+        options.Schedule = schedule.Kind;
+        options.Betas = schedule.Betas.ToArray();
+        options.Timesteps = schedule.Timesteps;
+        options.Network = model.Options.Clone();
+        this.options = options;
         this.model = model;
         Schedule = schedule;
-        ImageHeight = imageHeight;
-        ImageWidth = imageWidth;
-        Objective = objective;
-        LossType = loss;
-        Variance = variance;
 
         var largeVariance = schedule.Betas.ToArray();
         largeVariance[0] = schedule.PosteriorVariance[1];
@@ -126,13 +128,42 @@ public sealed class GaussianDiffusion : nn.Module
     }
 
     private GaussianDiffusion(GaussianDiffusion parent, NoiseSchedule schedule, long[] timestepMap)
-        : this(parent.model, schedule, parent.ImageHeight, parent.ImageWidth, parent.Objective, parent.LossType, parent.Variance)
+        : this(Describe(parent.model, schedule, parent.ImageHeight, parent.ImageWidth, parent.Objective, parent.LossType, parent.Variance), parent.model, schedule)
     {
         timestep_map = tensor(timestepMap, dtype: int64).to(parent.Device);
         ownsModel = false;
         MinSnrGamma = parent.MinSnrGamma;
         HybridLambda = parent.HybridLambda;
         this.to(parent.Device);
+    }
+
+    // The description of a diffusion around an existing network and schedule, validated.
+    private static GaussianDiffusionOptions Describe(
+        Denoiser model, NoiseSchedule schedule, int imageHeight, int imageWidth, PredictionTarget objective, DiffusionLoss loss, VarianceType variance)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(schedule);
+        var options = new GaussianDiffusionOptions
+        {
+            ImageHeight = imageHeight,
+            ImageWidth = imageWidth,
+            Schedule = schedule.Kind,
+            Betas = schedule.Betas,
+            Objective = objective,
+            Loss = loss,
+            Variance = variance,
+            Network = model.Options,
+        };
+        options.Validate();
+        return options;
+    }
+
+    private static GaussianDiffusionOptions Validated(GaussianDiffusionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var copy = options.Clone();
+        copy.Validate();
+        return copy;
     }
 
     /// <summary>Gets the network.</summary>
@@ -144,29 +175,44 @@ public sealed class GaussianDiffusion : nn.Module
     /// <summary>Gets T.</summary>
     public int Timesteps => Schedule.Timesteps;
 
+    /// <summary>
+    /// Gets a copy of this diffusion's description: the image size, the exact β values (with the family they come from),
+    /// the objective, loss, variance, loss weighting and the network's settings. <see cref="GaussianDiffusionOptions.CreateDiffusion"/>
+    /// on it builds the same diffusion with fresh weights.
+    /// </summary>
+    public GaussianDiffusionOptions Options => options.Clone();
+
     /// <summary>Gets the image height.</summary>
-    public int ImageHeight { get; }
+    public int ImageHeight => options.ImageHeight;
 
     /// <summary>Gets the image width.</summary>
-    public int ImageWidth { get; }
+    public int ImageWidth => options.ImageWidth;
 
     /// <summary>Gets the image channels.</summary>
     public int Channels => model.Channels;
 
     /// <summary>Gets what the network predicts.</summary>
-    public PredictionTarget Objective { get; }
+    public PredictionTarget Objective => options.Objective;
 
     /// <summary>Gets the distance used by the simple loss.</summary>
-    public DiffusionLoss LossType { get; }
+    public DiffusionLoss LossType => options.Loss;
 
     /// <summary>Gets the reverse-process variance.</summary>
-    public VarianceType Variance { get; }
+    public VarianceType Variance => options.Variance;
 
     /// <summary>Gets or sets γ of min-SNR-γ loss weighting (Hang et al. 2023), or null for uniform weights.</summary>
-    public double? MinSnrGamma { get; set; }
+    public double? MinSnrGamma
+    {
+        get => options.MinSnrGamma;
+        set => options.MinSnrGamma = value;
+    }
 
     /// <summary>Gets or sets λ of the hybrid loss L_simple + λ·L_vlb used with learned variance. Default 0.001.</summary>
-    public double HybridLambda { get; set; } = 0.001;
+    public double HybridLambda
+    {
+        get => options.HybridLambda;
+        set => options.HybridLambda = value;
+    }
 
     /// <summary>Gets the original timesteps this (respaced) diffusion's steps stand for, or null when it is not respaced.</summary>
     public IReadOnlyList<long>? RespacedTimesteps => timestep_map?.cpu().data<long>().ToArray();

@@ -1,4 +1,5 @@
 using System;
+using System.Globalization;
 using System.Linq;
 
 namespace Microsoft.ML.Diffusion.Core.Networks;
@@ -11,6 +12,13 @@ public sealed class DiTOptions : DenoiserOptions
 {
     /// <summary>The kind's name in model files.</summary>
     public const string KindName = "DiT";
+
+    // Limits far above any model trained on one machine, low enough that no parameter count overflows.
+    private const int MaxPatchSize = 8192;
+    private const int MaxWidth = 16_384;
+    private const int MaxHeads = 4096;
+    private const int MaxDepth = 1024;
+    private const double MaxMlpRatio = 64;
 
     /// <inheritdoc/>
     public override string Kind => KindName;
@@ -59,48 +67,47 @@ public sealed class DiTOptions : DenoiserOptions
         ClassCount = ClassCount,
     };
 
-    /// <summary>Throws a clear exception for an invalid combination.</summary>
-    public override void Validate()
+    /// <inheritdoc/>
+    public override string DescribeSizeDivisor() => "the patch size; resize the images or use a smaller patch";
+
+    /// <summary>
+    /// Throws a clear exception for an invalid shape: <see cref="PatchSize"/> in [1, 8192]; <see cref="HiddenSize"/> a
+    /// multiple of 4 in [4, 16384], divisible by <see cref="Heads"/> (at most 4096); <see cref="Depth"/> in [1, 1024];
+    /// <see cref="MlpRatio"/> in (0, 64] with an MLP at least 1 wide.
+    /// </summary>
+    protected override void ValidateShape()
     {
-        if (PatchSize < 1)
+        if (PatchSize is < 1 or > MaxPatchSize)
         {
-            throw new ArgumentOutOfRangeException(nameof(PatchSize), PatchSize, "DiTOptions.PatchSize must be positive.");
+            throw new ArgumentOutOfRangeException(nameof(PatchSize), PatchSize, Invariant($"DiTOptions.PatchSize must be positive and at most {MaxPatchSize}."));
         }
 
-        if (HiddenSize < 4 || HiddenSize % 4 != 0)
+        if (HiddenSize < 4 || HiddenSize % 4 != 0 || HiddenSize > MaxWidth)
         {
             throw new ArgumentOutOfRangeException(
                 nameof(HiddenSize),
                 HiddenSize,
-                "DiTOptions.HiddenSize must be a positive multiple of 4 (the 2-D sine-cosine position embedding gives each axis half the width, half sines and half cosines).");
+                Invariant($"DiTOptions.HiddenSize must be a multiple of 4 in [4, {MaxWidth}] (the 2-D sine-cosine position embedding gives each axis half the width, half sines and half cosines)."));
         }
 
-        if (Heads < 1 || HiddenSize % Heads != 0)
+        if (Heads is < 1 or > MaxHeads || HiddenSize % Heads != 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(Heads), Heads, $"DiTOptions.Heads must be positive and divide HiddenSize ({HiddenSize}).");
+            throw new ArgumentOutOfRangeException(nameof(Heads), Heads, Invariant($"DiTOptions.Heads must be in [1, {MaxHeads}] and divide HiddenSize ({HiddenSize})."));
         }
 
-        if (Depth < 1)
+        if (Depth is < 1 or > MaxDepth)
         {
-            throw new ArgumentOutOfRangeException(nameof(Depth), Depth, "DiTOptions.Depth must be at least 1.");
+            throw new ArgumentOutOfRangeException(nameof(Depth), Depth, Invariant($"DiTOptions.Depth must be at least 1 and at most {MaxDepth}."));
         }
 
-        if (!double.IsFinite(MlpRatio) || MlpRatio <= 0 || HiddenSize * MlpRatio >= int.MaxValue || MlpHiddenSize < 1)
+        if (!double.IsFinite(MlpRatio) || MlpRatio <= 0 || MlpRatio > MaxMlpRatio || MlpHiddenSize < 1)
         {
             throw new ArgumentOutOfRangeException(
-                nameof(MlpRatio), MlpRatio, $"DiTOptions.MlpRatio must be positive and finite, with HiddenSize · MlpRatio at least 1; got {HiddenSize} · {MlpRatio}.");
-        }
-
-        if (Channels < 1)
-        {
-            throw new ArgumentOutOfRangeException(nameof(Channels), Channels, "DiTOptions.Channels must be positive.");
-        }
-
-        if (ClassCount < 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, "DiTOptions.ClassCount must be 0 (unconditional) or positive.");
+                nameof(MlpRatio), MlpRatio, Invariant($"DiTOptions.MlpRatio must be positive and at most {MaxMlpRatio}, with HiddenSize · MlpRatio at least 1; got {HiddenSize} · {MlpRatio}."));
         }
     }
+
+    private static string Invariant(FormattableString message) => message.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>
     /// The number of parameters <c>new DiT(options)</c> has, computed without building it (a test pins it against

@@ -1,6 +1,8 @@
 using System;
 using System.Collections.Generic;
+using System.Globalization;
 using System.Linq;
+using Microsoft.ML.Diffusion.Core.Diffusion;
 
 namespace Microsoft.ML.Diffusion.Core.Networks;
 
@@ -16,8 +18,14 @@ public sealed class UNetOptions : DenoiserOptions
     /// <inheritdoc/>
     public override string Kind => KindName;
 
-    // Each level halves the image; 16 levels already need sides divisible by 2^15.
+    // Each level halves the image: 16 levels already need sides divisible by 2^15, more than the largest image side
+    // (GaussianDiffusionOptions.MaxImageSide, 2^13) allows.
     private const int MaxLevels = 16;
+
+    // The widest level (Dim × multiplier, and Dim itself), and the most attention heads and channels per head: far above
+    // any model trained on one machine, low enough that no parameter count overflows.
+    private const int MaxWidth = 16_384;
+    private const int MaxAttention = 4096;
 
     /// <summary>Gets or sets the base width (channels of the first level). Default 32.</summary>
     public int Dim { get; set; } = 32;
@@ -60,8 +68,15 @@ public sealed class UNetOptions : DenoiserOptions
         ClassCount = ClassCount,
     };
 
-    /// <summary>Throws a clear exception for an invalid combination.</summary>
-    public override void Validate()
+    /// <inheritdoc/>
+    public override string DescribeSizeDivisor() => string.Create(
+        CultureInfo.InvariantCulture, $"2^(levels − 1) for a U-Net with {Levels} levels (DimMults); resize the images or use fewer levels");
+
+    /// <summary>
+    /// Throws a clear exception for an invalid shape: <see cref="Dim"/> even and in [4, 16384]; 1 to 16 levels whose widths
+    /// Dim × multiplier are at most 16384; <see cref="Dropout"/> in [0, 1); heads and head widths in [1, 4096].
+    /// </summary>
+    protected override void ValidateShape()
     {
         if (Dim < 4 || Dim % 2 != 0)
         {
@@ -69,15 +84,21 @@ public sealed class UNetOptions : DenoiserOptions
                 nameof(Dim), Dim, $"UNetOptions.Dim must be even and at least 4 (the sinusoidal time embedding has Dim/2 frequencies, at least 2); got {Dim}.");
         }
 
+        if (Dim > MaxWidth)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Dim), Dim, Invariant($"U-Net Dim {Dim} is too wide: UNetOptions.Dim must be at most {MaxWidth}."));
+        }
+
         if (DimMults is null || DimMults.Count < 1 || DimMults.Count > MaxLevels || DimMults.Any(m => m < 1))
         {
             throw new ArgumentOutOfRangeException(
-                nameof(DimMults), $"UNetOptions.DimMults must hold between 1 and {MaxLevels} positive multipliers (one per resolution level).");
+                nameof(DimMults), Invariant($"UNetOptions.DimMults must hold between 1 and {MaxLevels} positive multipliers (one per resolution level); got {DimMults?.Count ?? 0} levels."));
         }
 
-        if (Channels < 1)
+        if (DimMults.Any(m => (long)m * Dim > MaxWidth))
         {
-            throw new ArgumentOutOfRangeException(nameof(Channels), Channels, "UNetOptions.Channels must be positive.");
+            throw new ArgumentOutOfRangeException(
+                nameof(DimMults), Invariant($"U-Net multipliers ({string.Join(", ", DimMults)}) × Dim {Dim}: every level's width must be at most {MaxWidth}."));
         }
 
         if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout))
@@ -85,20 +106,18 @@ public sealed class UNetOptions : DenoiserOptions
             throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "UNetOptions.Dropout must be in [0, 1).");
         }
 
-        if (AttentionHeads < 1 || AttentionDimHead < 1)
+        if (AttentionHeads is < 1 or > MaxAttention || AttentionDimHead is < 1 or > MaxAttention)
         {
-            throw new ArgumentOutOfRangeException(nameof(AttentionHeads), "UNetOptions.AttentionHeads and AttentionDimHead must be positive.");
-        }
-
-        if (ClassCount < 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(ClassCount), ClassCount, "UNetOptions.ClassCount must be 0 (unconditional) or positive.");
+            throw new ArgumentOutOfRangeException(
+                nameof(AttentionHeads), Invariant($"UNetOptions.AttentionHeads and AttentionDimHead must be in [1, {MaxAttention}]; got {AttentionHeads} heads of {AttentionDimHead}."));
         }
     }
 
+    private static string Invariant(FormattableString message) => message.ToString(CultureInfo.InvariantCulture);
+
     /// <summary>
     /// The number of parameters <c>new UNet(options)</c> has, computed without building it (a test pins this against
-    /// <see cref="Denoiser.ParameterCount"/>). Model files bound the widths first, so no product overflows.
+    /// <see cref="Denoiser.ParameterCount"/>). <see cref="DenoiserOptions.Validate"/> bounds the widths first, so no product overflows.
     /// </summary>
     private static long ParameterCount(UNetOptions options)
     {

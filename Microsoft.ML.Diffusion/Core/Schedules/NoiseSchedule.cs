@@ -23,7 +23,7 @@ public sealed class NoiseSchedule
     private NoiseSchedule(BetaSchedule kind, double[] betas)
     {
         Kind = kind;
-        Validate(betas);
+        CheckBetas(betas);
         int n = betas.Length;
         var alphas = new double[n];
         var alphasCumprod = new double[n];
@@ -353,16 +353,17 @@ public sealed class NoiseSchedule
         }
     }
 
-    private static void Validate(double[] betas)
+    /// <summary>Throws unless every β satisfies 0 &lt; β &lt; 1 (the one check of β values, for schedules and model descriptions).</summary>
+    internal static void CheckBetas(IReadOnlyList<double> betas)
     {
-        for (int i = 0; i < betas.Length; i++)
+        for (int i = 0; i < betas.Count; i++)
         {
             double b = betas[i];
             if (!(b > 0.0 && b < 1.0))
             {
                 throw new ArgumentOutOfRangeException(
                     nameof(betas),
-                    string.Format(CultureInfo.InvariantCulture, "β at index {0} is {1}; every β must satisfy 0 < β < 1 ({2} values given).", i, b, betas.Length));
+                    string.Format(CultureInfo.InvariantCulture, "β at index {0} is {1}; every β must satisfy 0 < β < 1 ({2} values given).", i, b, betas.Count));
             }
         }
     }

@@ -65,7 +65,7 @@ internal sealed class DiffusionTrainingLoop
             log($"Resumed from '{latest}' at step {state.Step}.");
         }
 
-        int warmup = options.WarmupSteps;
+        int warmup = options.EffectiveWarmupSteps;
         int consecutiveBad = 0;
         var clock = Stopwatch.StartNew();
         double windowLoss = 0;

@@ -4,46 +4,100 @@ using System.Threading;
 namespace Microsoft.ML.Diffusion.Core.Training;
 
 /// <summary>
-/// What the training loop needs to know, free of ML.NET: the ML.NET options (<c>DiffusionTrainerOptions</c>)
-/// map onto it, and so could any other front end.
+/// What the training loop needs to know, free of ML.NET: the ML.NET options (<c>DiffusionTrainerOptions</c>) hold one
+/// and show its settings as their own properties, and so could any other front end. It checks itself (<see cref="Validate"/>).
 /// </summary>
-internal sealed record TrainingSettings
+internal sealed class TrainingSettings
 {
-    public int BatchSize { get; init; } = 32;
+    /// <summary>Gets or sets images per micro-batch. Default 32.</summary>
+    public int BatchSize { get; set; } = 32;
 
-    public int? MicroBatchSize { get; init; }
+    /// <summary>Gets or sets the number of images the network processes at once within a batch, or null for the whole batch.</summary>
+    public int? MicroBatchSize { get; set; }
 
-    public int GradientAccumulationSteps { get; init; } = 1;
+    /// <summary>Gets or sets micro-batches per optimizer step. Default 1.</summary>
+    public int GradientAccumulationSteps { get; set; } = 1;
 
-    public int TrainSteps { get; init; } = 2000;
+    /// <summary>Gets or sets the number of optimizer steps. Default 2000.</summary>
+    public int TrainSteps { get; set; } = 2000;
 
-    public double LearningRate { get; init; } = 2e-4;
+    /// <summary>Gets or sets the peak learning rate of AdamW. Default 2e-4.</summary>
+    public double LearningRate { get; set; } = 2e-4;
 
-    public double WeightDecay { get; init; }
+    /// <summary>Gets or sets AdamW's decoupled weight decay. Default 0.</summary>
+    public double WeightDecay { get; set; }
 
-    public int WarmupSteps { get; init; }
+    /// <summary>Gets or sets the linear warm-up length in steps; null means <see cref="EffectiveWarmupSteps"/>'s default.</summary>
+    public int? WarmupSteps { get; set; }
 
-    public double GradientClip { get; init; } = 1.0;
+    /// <summary>Gets or sets the maximum global gradient norm (0 = no clipping). Default 1.</summary>
+    public double GradientClip { get; set; } = 1.0;
 
-    public double EmaDecay { get; init; }
+    /// <summary>Gets or sets the ceiling of the EMA decay; 0 disables the average. Default 0.995.</summary>
+    public double EmaDecay { get; set; } = 0.995;
 
-    public bool RandomHorizontalFlip { get; init; }
+    /// <summary>Gets or sets a value indicating whether training images are flipped left–right at random.</summary>
+    public bool RandomHorizontalFlip { get; set; }
 
-    public double ConditionDropout { get; init; }
+    /// <summary>Gets or sets the probability of dropping a label during training. Default 0.1.</summary>
+    public double ConditionDropout { get; set; } = 0.1;
 
-    public int MaxConsecutiveNonFiniteSteps { get; init; } = 10;
+    /// <summary>Gets or sets how many consecutive non-finite steps stop training with an error. Default 10.</summary>
+    public int MaxConsecutiveNonFiniteSteps { get; set; } = 10;
 
-    public int LogEvery { get; init; } = 50;
+    /// <summary>Gets or sets how often (in steps) progress is reported. Default 50.</summary>
+    public int LogEvery { get; set; } = 50;
 
-    public TimeSpan? MaxTrainingTime { get; init; }
+    /// <summary>Gets or sets a wall-clock budget for training, or null for none.</summary>
+    public TimeSpan? MaxTrainingTime { get; set; }
 
-    public string? CheckpointDirectory { get; init; }
+    /// <summary>Gets or sets the folder for training checkpoints, or null for none.</summary>
+    public string? CheckpointDirectory { get; set; }
 
-    public int CheckpointEvery { get; init; } = 500;
+    /// <summary>Gets or sets how often (in steps) a checkpoint is written. Default 500.</summary>
+    public int CheckpointEvery { get; set; } = 500;
 
-    public int KeepCheckpoints { get; init; } = 3;
+    /// <summary>Gets or sets how many of the newest checkpoints are kept. Default 3.</summary>
+    public int KeepCheckpoints { get; set; } = 3;
 
-    public bool Resume { get; init; }
+    /// <summary>Gets or sets a value indicating whether training continues from the newest checkpoint.</summary>
+    public bool Resume { get; set; }
 
-    public CancellationToken CancellationToken { get; init; }
+    /// <summary>Gets or sets a token that stops training between steps.</summary>
+    public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>Gets the warm-up length: <see cref="WarmupSteps"/>, or min(500, <see cref="TrainSteps"/> / 10).</summary>
+    public int EffectiveWarmupSteps => WarmupSteps ?? Math.Min(500, TrainSteps / 10);
+
+    /// <summary>Returns a copy (every setting is a value; the token is shared).</summary>
+    /// <returns>The copy.</returns>
+    public TrainingSettings Clone() => (TrainingSettings)MemberwiseClone();
+
+    /// <summary>Throws a clear exception (naming the setting) for an invalid value.</summary>
+    public void Validate()
+    {
+        Check(BatchSize >= 1, nameof(BatchSize), "BatchSize must be positive.");
+        Check(TrainSteps >= 0, nameof(TrainSteps), "TrainSteps must not be negative.");
+        Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), "LearningRate must be positive.");
+        Check(WeightDecay >= 0, nameof(WeightDecay), "WeightDecay must not be negative.");
+        Check(WarmupSteps is null || WarmupSteps >= 0, nameof(WarmupSteps), "WarmupSteps must not be negative.");
+        Check(GradientClip >= 0, nameof(GradientClip), "GradientClip must not be negative.");
+        Check(MicroBatchSize is null || MicroBatchSize >= 1, nameof(MicroBatchSize), "MicroBatchSize must be positive.");
+        Check(GradientAccumulationSteps >= 1, nameof(GradientAccumulationSteps), "GradientAccumulationSteps must be at least 1.");
+        Check(EmaDecay is >= 0 and < 1, nameof(EmaDecay), "EmaDecay must be in [0, 1).");
+        Check(ConditionDropout is >= 0 and < 1, nameof(ConditionDropout), "ConditionDropout must be in [0, 1).");
+        Check(LogEvery >= 1, nameof(LogEvery), "LogEvery must be positive.");
+        Check(CheckpointEvery >= 1 && KeepCheckpoints >= 1, nameof(CheckpointEvery), "CheckpointEvery and KeepCheckpoints must be positive.");
+        Check(MaxTrainingTime is null || MaxTrainingTime > TimeSpan.Zero, nameof(MaxTrainingTime), "MaxTrainingTime must be positive.");
+        Check(!Resume || CheckpointDirectory is not null, nameof(Resume), "Resume needs a CheckpointDirectory.");
+        Check(MaxConsecutiveNonFiniteSteps >= 1, nameof(MaxConsecutiveNonFiniteSteps), "MaxConsecutiveNonFiniteSteps must be positive.");
+    }
+
+    private static void Check(bool condition, string name, string message)
+    {
+        if (!condition)
+        {
+            throw new ArgumentOutOfRangeException(name, message);
+        }
+    }
 }
