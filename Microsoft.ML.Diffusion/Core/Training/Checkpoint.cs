@@ -14,15 +14,15 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Diffusion.Core.Training;
 
 /// <summary>
-/// Training checkpoints: everything needed to continue a run bit-exactly on the CPU — step, network weights, EMA,
-/// optimizer state, the random generators' states, the data order and its position — written atomically (a temporary
-/// file flushed to the disk, then renamed into place, then the folder flushed), the last few kept.
+/// What a training checkpoint holds: everything needed to continue a run bit-exactly on the CPU — step, network weights,
+/// EMA, optimizer state, the random generators' states, the data order and its position. The file around it (magic,
+/// version, end marker, SHA-256, atomic writes, the folder's files) is <see cref="CheckpointFile"/>'s.
 /// </summary>
 /// <remarks>
-/// <para>Layout: the magic "MLDCKPT1"; int32 format version; int32 step; string fingerprint (the configuration and the
+/// <para>Content, inside the container: int32 step; string fingerprint (the configuration and the
 /// training settings that must not change across a resume); int64 EMA updates; the noise, data-order and global
 /// generator states; the data permutation and cursor; the network's weights (TorchSharp format); the EMA tensors; the
-/// optimizer state; the magic "MLDCKEND"; and (format 2) the SHA-256 of every byte before it.</para>
+/// optimizer state.</para>
 /// <para>Reading checks the SHA-256 before it parses anything, so a damaged file is refused with an
 /// <see cref="InvalidDataException"/> naming it and never restores part of a run; every length in the file is checked
 /// against the bytes that are left and against the live run before anything is allocated. A checkpoint written by a run
@@ -30,83 +30,48 @@ namespace Microsoft.ML.Diffusion.Core.Training;
 /// </remarks>
 internal static class Checkpoint
 {
-    public const string Extension = ".ckpt";
-    private const string Magic = "MLDCKPT1";
-    private const string Trailer = "MLDCKEND";
-    private const int Version = 2;
-    private const int HashBytes = 32;
-    private const string TemporarySuffix = ".tmp";
+    public const string Extension = CheckpointFile.Extension;
 
     /// <summary>Test hook: runs after the temporary file is written and before it is renamed (simulates a crash there).</summary>
-    internal static Action<string>? BeforeRename { get; set; }
+    internal static Action<string>? BeforeRename
+    {
+        get => CheckpointFile.BeforeRename;
+        set => CheckpointFile.BeforeRename = value;
+    }
 
-    public static string PathFor(string directory, int step) =>
-        Path.Combine(directory, string.Format(CultureInfo.InvariantCulture, "checkpoint-{0:D8}{1}", step, Extension));
+    public static string PathFor(string directory, int step) => CheckpointFile.PathFor(directory, step);
 
     /// <summary>The newest complete checkpoint in the folder (temporary files are ignored), or null.</summary>
-    public static string? FindLatest(string directory) =>
-        Directory.Exists(directory)
-            ? Directory.GetFiles(directory, "checkpoint-*" + Extension).Where(f => f.EndsWith(Extension, StringComparison.Ordinal)).OrderBy(f => f, StringComparer.Ordinal).LastOrDefault()
-            : null;
+    public static string? FindLatest(string directory) => CheckpointFile.FindLatest(directory);
 
-    public static void Write(string directory, TrainingState state, int keep)
+    public static void Write(string directory, TrainingState state, int keep) => CheckpointFile.Write(directory, state.Step, keep, writer =>
     {
-        Directory.CreateDirectory(directory);
-        string path = PathFor(directory, state.Step);
-        string temp = path + TemporarySuffix;
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        writer.Write(state.Step);
+        writer.Write(state.Fingerprint);
+        writer.Write(state.Ema?.Updates ?? 0);
+        WriteBytes(writer, state.NoiseGenerator.get_state());
+        WriteBytes(writer, state.OrderGenerator.get_state());
+        WriteBytes(writer, torch.get_rng_state());
+        writer.Write(state.Cursor);
+        long[] order = state.Order.data<long>().ToArray();
+        writer.Write(order.Length);
+        foreach (long v in order)
         {
-            using (var hashing = new HashingStream(file))
-            using (var writer = new BinaryWriter(hashing, System.Text.Encoding.UTF8, leaveOpen: true))
+            writer.Write(v);
+        }
+
+        state.Network.save(writer);
+        writer.Write(state.Ema?.Shadow.Count ?? 0);
+        if (state.Ema is not null)
+        {
+            foreach (var t in state.Ema.Shadow)
             {
-                writer.Write(System.Text.Encoding.ASCII.GetBytes(Magic));
-                writer.Write(Version);
-                writer.Write(state.Step);
-                writer.Write(state.Fingerprint);
-                writer.Write(state.Ema?.Updates ?? 0);
-                WriteBytes(writer, state.NoiseGenerator.get_state());
-                WriteBytes(writer, state.OrderGenerator.get_state());
-                WriteBytes(writer, torch.get_rng_state());
-                writer.Write(state.Cursor);
-                long[] order = state.Order.data<long>().ToArray();
-                writer.Write(order.Length);
-                foreach (long v in order)
-                {
-                    writer.Write(v);
-                }
-
-                state.Network.save(writer);
-                writer.Write(state.Ema?.Shadow.Count ?? 0);
-                if (state.Ema is not null)
-                {
-                    foreach (var t in state.Ema.Shadow)
-                    {
-                        t.Save(writer);
-                    }
-                }
-
-                state.Optimizer.Save(writer);
-                writer.Write(System.Text.Encoding.ASCII.GetBytes(Trailer));
-                writer.Flush();
-                file.Write(hashing.Hash());
+                t.Save(writer);
             }
-
-            file.Flush(flushToDisk: true);
         }
 
-        BeforeRename?.Invoke(temp);
-        AtomicFile.Replace(temp, path);
-        foreach (string old in Directory.GetFiles(directory, "checkpoint-*" + Extension).Where(f => f.EndsWith(Extension, StringComparison.Ordinal)).OrderBy(f => f, StringComparer.Ordinal).SkipLast(Math.Max(1, keep)))
-        {
-            File.Delete(old);
-        }
-
-        // Temporary files left by a run that was killed while writing: never read, so only clutter.
-        foreach (string stale in Directory.GetFiles(directory, "checkpoint-*" + Extension + TemporarySuffix))
-        {
-            File.Delete(stale);
-        }
-    }
+        state.Optimizer.Save(writer);
+    });
 
     /// <summary>Checks that a checkpoint is complete and undamaged (its magic, format and SHA-256) without restoring it.</summary>
     /// <exception cref="InvalidDataException">It is not, with the reason and the file's name.</exception>
@@ -114,7 +79,7 @@ internal static class Checkpoint
     {
         using var stream = File.OpenRead(path);
         using var reader = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-        _ = OpenVerified(reader, stream, path);
+        _ = CheckpointFile.OpenVerified(reader, stream, path);
     }
 
     /// <summary>Restores a checkpoint into the state's live objects; returns the step it was taken at.</summary>
@@ -126,7 +91,7 @@ internal static class Checkpoint
         try
         {
             using var reader = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-            long end = OpenVerified(reader, stream, path);
+            long end = CheckpointFile.OpenVerified(reader, stream, path);
             return ReadBody(reader, stream, end, path, state);
         }
         catch (EndOfStreamException ex)
@@ -138,36 +103,6 @@ internal static class Checkpoint
         {
             throw new InvalidDataException($"Checkpoint '{path}' is damaged: {ex.Message}", ex);
         }
-    }
-
-    // Checks the magic, the format and (format 2) the SHA-256; leaves the stream after the format number and returns where
-    // the content ends.
-    private static long OpenVerified(BinaryReader reader, Stream stream, string path)
-    {
-        if (stream.Length < Magic.Length + 4 || System.Text.Encoding.ASCII.GetString(reader.ReadBytes(Magic.Length)) != Magic)
-        {
-            throw new InvalidDataException($"Checkpoint '{path}' is not a Microsoft.ML.Diffusion checkpoint.");
-        }
-
-        int version = reader.ReadInt32();
-        if (version is < 1 or > Version)
-        {
-            throw new InvalidDataException($"Checkpoint '{path}' has format {version}; this version reads formats 1 to {Version}.");
-        }
-
-        long end = stream.Length;
-        if (version >= 2)
-        {
-            end -= HashBytes;
-            if (end < stream.Position + Trailer.Length || !Verify(stream, end))
-            {
-                throw new InvalidDataException($"Checkpoint '{path}' is damaged or incomplete: its SHA-256 does not match its content.");
-            }
-
-            stream.Position = Magic.Length + 4;
-        }
-
-        return end;
     }
 
     // Reads what Module.save wrote (a LEB128 entry count, then name and tensor per entry) into the module's own tensors.
@@ -253,36 +188,13 @@ internal static class Checkpoint
 
         state.Optimizer.Load(reader);
 
-        Require(System.Text.Encoding.ASCII.GetString(reader.ReadBytes(Trailer.Length)) == Trailer && stream.Position == end, "it is incomplete or has bytes after its end marker");
+        Require(CheckpointFile.ReadTrailer(reader, stream, end), "it is incomplete or has bytes after its end marker");
         state.NoiseGenerator.set_state(noiseState);
         state.OrderGenerator.set_state(orderState);
         torch.set_rng_state(globalState);
         state.ReplaceOrder(tensor(order, dtype: int64).DetachFromDisposeScope(), cursor);
         state.Step = step;
         return step;
-    }
-
-    private static bool Verify(Stream stream, long end)
-    {
-        stream.Position = 0;
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        byte[] buffer = new byte[1 << 20];
-        long remaining = end;
-        while (remaining > 0)
-        {
-            int read = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, remaining));
-            if (read == 0)
-            {
-                return false;
-            }
-
-            hash.AppendData(buffer, 0, read);
-            remaining -= read;
-        }
-
-        byte[] expected = new byte[HashBytes];
-        stream.ReadExactly(expected);
-        return hash.GetHashAndReset().AsSpan().SequenceEqual(expected);
     }
 
     private static void WriteBytes(BinaryWriter writer, Tensor bytes)
@@ -348,100 +260,4 @@ internal static class Checkpoint
         ulong next = BitConverter.ToUInt64(state[16..]);
         return left is >= 1 and <= MersenneStateSize && seeded != 0 && next <= MersenneStateSize;
     }
-
-    /// <summary>Passes writes through to a stream and hashes them.</summary>
-    private sealed class HashingStream : Stream
-    {
-        private readonly Stream inner;
-        private readonly IncrementalHash hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-
-        public HashingStream(Stream inner) => this.inner = inner;
-
-        public override bool CanRead => false;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => true;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
-        public byte[] Hash() => hash.GetHashAndReset();
-
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            hash.AppendData(buffer);
-            inner.Write(buffer);
-        }
-
-        public override void Flush() => inner.Flush();
-
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                hash.Dispose();
-            }
-
-            base.Dispose(disposing);
-        }
-    }
-}
-
-/// <summary>The live objects of a training run that a checkpoint saves and restores.</summary>
-internal sealed class TrainingState : IDisposable
-{
-    public TrainingState(Denoiser network, FusedAdamW optimizer, ExponentialMovingAverage? ema, Generator noiseGenerator, Generator orderGenerator, Tensor order, string fingerprint)
-    {
-        Network = network;
-        Optimizer = optimizer;
-        Ema = ema;
-        NoiseGenerator = noiseGenerator;
-        OrderGenerator = orderGenerator;
-        Order = order;
-        Fingerprint = fingerprint;
-    }
-
-    public Denoiser Network { get; }
-
-    public FusedAdamW Optimizer { get; }
-
-    public ExponentialMovingAverage? Ema { get; }
-
-    public Generator NoiseGenerator { get; }
-
-    public Generator OrderGenerator { get; }
-
-    public string Fingerprint { get; }
-
-    /// <summary>Gets the current permutation of the training rows.</summary>
-    public Tensor Order { get; private set; }
-
-    /// <summary>Gets or sets the position in <see cref="Order"/>.</summary>
-    public long Cursor { get; set; }
-
-    /// <summary>Gets or sets the number of optimizer steps done.</summary>
-    public int Step { get; set; }
-
-    public void ReplaceOrder(Tensor order, long cursor)
-    {
-        Order.Dispose();
-        Order = order;
-        Cursor = cursor;
-    }
-
-    public void Dispose() => Order.Dispose();
 }
