@@ -2,7 +2,6 @@ using System;
 using System.Collections.Generic;
 using System.Globalization;
 using System.Linq;
-using Microsoft.ML.Diffusion.Core.Diffusion;
 
 namespace Microsoft.ML.Diffusion.Core.Networks;
 
