@@ -19,6 +19,7 @@ internal sealed class TrainingDisplay
     private readonly bool live;
     private ProgressTask? task;
     private int lastDecile = -1;
+    private bool noted;
 
     /// <summary>Creates the display.</summary>
     /// <param name="console">Where the program writes; the live bar is used only when this is the console's own, unredirected output.</param>
@@ -43,7 +44,7 @@ internal sealed class TrainingDisplay
         return AnsiConsole.Progress()
             .AutoClear(false)
             .HideCompleted(false)
-            .Columns(new ProgressBarColumn(), new PercentageColumn(), new TaskDescriptionColumn { Alignment = Justify.Left })
+            .Columns(new ProgressBarColumn { Width = 20 }, new PercentageColumn(), new TaskDescriptionColumn { Alignment = Justify.Left })
             .Start(context =>
             {
                 task = context.AddTask("starting…", maxValue: 1000);
@@ -72,15 +73,25 @@ internal sealed class TrainingDisplay
     {
         ArgumentNullException.ThrowIfNull(p);
         double fraction = budget is TimeSpan b ? Math.Min(1, Math.Max(p.Fraction, p.Elapsed / b)) : p.Fraction;
-        string text = FormattableString.Invariant(
-            $"step {p.Step,5}  loss {p.Loss:F4}  lr {p.LearningRate:G2}  {p.ImagesPerSecond,5:F0} img/s  {p.Elapsed:mm\\:ss} elapsed  {p.EstimatedRemaining:mm\\:ss} left{WarmupNote(p)}");
         if (task is not null)
         {
+            // Short enough to leave the bar its width on an 80-column terminal; the warm-up note, longer, also prints once above.
+            string note = WarmupNote(p);
+            if (note.Length > 0 && !noted)
+            {
+                noted = true;
+                AnsiConsole.WriteLine(FormattableString.Invariant(
+                    $"At this pace the time budget ends inside the {warmup}-step learning-rate warm-up, near step {ExpectedLastStep(p, budget)}."));
+            }
+
             task.Value = fraction * task.MaxValue;
-            task.Description = Markup.Escape(text);
+            task.Description = Markup.Escape(FormattableString.Invariant(
+                $"step {p.Step}  loss {p.Loss:F4}  lr {p.LearningRate:G2}  {p.ImagesPerSecond:F0} img/s  {p.EstimatedRemaining:mm\\:ss} left{note}"));
             return;
         }
 
+        string text = FormattableString.Invariant(
+            $"step {p.Step,5}  loss {p.Loss:F4}  lr {p.LearningRate:G2}  {p.ImagesPerSecond,5:F0} img/s  {p.Elapsed:mm\\:ss} elapsed  {p.EstimatedRemaining:mm\\:ss} left{WarmupNote(p)}");
         int decile = (int)(fraction * 10);
         if (decile != lastDecile)
         {
