@@ -125,9 +125,9 @@ public sealed class FolderTrainerTests
         // lines say that the budget ends inside it.
         string images = Path.Combine(directory, "images");
         WriteImages(images, rgb: true);
-        string[] common = { images, "--size", "8", "--dim", "8", "--mults", "1,2", "--timesteps", "20", "--batch", "4", "--samples", "4", "--sampling-steps", "2", "--sample-every", "100", "--minutes", "0.05" };
+        string[] common = { images, "--size", "8", "--dim", "8", "--mults", "1,2", "--timesteps", "20", "--batch", "4", "--samples", "4", "--sampling-steps", "2", "--sample-every", "10", "--steps", "1000", "--minutes", "0.1" };
         string log = Run(0, common.Concat(new[] { "--out", Path.Combine(directory, "short") }));
-        var match = System.Text.RegularExpressions.Regex.Match(log, @"Warm-up shortened from 200 to (\d+) steps: the 0.05-minute budget allows about (\d+) steps");
+        var match = System.Text.RegularExpressions.Regex.Match(log, @"Warm-up shortened from 200 to (\d+) steps: the 0.1-minute budget allows about (\d+) steps");
         Assert.IsTrue(match.Success, log);
         int warmup = int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         int expected = int.Parse(match.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);

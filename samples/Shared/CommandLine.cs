@@ -228,7 +228,8 @@ internal sealed class CommandLine
             throw new ArgumentException($"Option {name} is malformed or declared twice.", nameof(name));
         }
 
-        var option = new Option<T>(name) { Description = help, HelpName = valueName, Arity = ArgumentArity.ZeroOrOne };
+        // One value per occurrence; given twice, the last one counts (as a script that appends to a command expects).
+        var option = new Option<T>(name) { Description = help, HelpName = valueName, Arity = ArgumentArity.ZeroOrMore, AllowMultipleArgumentsPerToken = false };
         option.CustomParser = result =>
         {
             if (result.Tokens.Count == 0)
@@ -237,7 +238,7 @@ internal sealed class CommandLine
                 return default;
             }
 
-            string value = result.Tokens[0].Value;
+            string value = result.Tokens[^1].Value;
             try
             {
                 return parse(value);
