@@ -52,8 +52,9 @@ public sealed class FashionMnistJobTests
     {
         using var help = new StringWriter();
         Assert.AreEqual(0, FashionMnistJob.Run(new[] { "--help" }, help));
-        StringAssert.StartsWith(help.ToString(), "Usage: dotnet run -c Release --project samples/FashionMnist --");
-        foreach (string option in new[] { "--data DIR", "--steps N", "--minutes M", "--sampler ddim|ddpm", "--resume", "--metric-images N", "-h, --help" })
+        // System.CommandLine's help: description (with how to run it from the repository), usage, options as "--x <VALUE>".
+        StringAssert.Contains(help.ToString(), "Run it from the repository root as: dotnet run -c Release --project samples/FashionMnist -- [options]");
+        foreach (string option in new[] { "--data <DIR>", "--steps <N>", "--minutes <M>", "--sampler <ddim|ddpm>", "--resume", "--metric-images <N>", "-h, --help" })
         {
             StringAssert.Contains(help.ToString(), option);
         }
@@ -76,9 +77,9 @@ public sealed class FashionMnistJobTests
             (new[] { "--metric-images", "1" }, "--metric-images expects an integer of at least 2; got '1'."),
             (new[] { "--out" }, "--out expects a value; got nothing."),
             (new[] { "--resume=yes" }, "--resume takes no value; got 'yes'."),
-            (new[] { "--stpes", "5" }, "Unknown option '--stpes' (did you mean --steps?)."),
-            (new[] { "--colour", "red" }, "Unknown option '--colour'."),
-            (new[] { "data/fashion" }, "Unexpected argument 'data/fashion'."),
+            (new[] { "--stpes", "5" }, "Unrecognized command or argument '--stpes'."),
+            (new[] { "--colour", "red" }, "Unrecognized command or argument '--colour'."),
+            (new[] { "data/fashion" }, "Unrecognized command or argument 'data/fashion'."),
         };
         foreach (var (args, message) in cases)
         {
@@ -86,7 +87,11 @@ public sealed class FashionMnistJobTests
             Assert.AreEqual(2, FashionMnistJob.Run(args, console), string.Join(' ', args));
             string[] lines = console.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             Assert.AreEqual(message, lines[0], string.Join(' ', args));
-            Assert.AreEqual("Run with --help to see the options.", lines[1]);
+            Assert.AreEqual("Run with --help to see the options.", lines[^1]);
+            if (args[0] == "--stpes")
+            {
+                CollectionAssert.Contains(lines, "Did you mean --steps instead of --stpes?");
+            }
         }
     }
 

@@ -97,8 +97,8 @@ public sealed class FolderTrainerTests
     public void TheCommandLineIsExplained()
     {
         string help = Run(0, new[] { "--help" });
-        StringAssert.StartsWith(help, "Usage: dotnet run -c Release --project samples/FolderTrainer -- IMAGES [options]");
-        foreach (string option in new[] { "--out DIR", "--size N", "--labels", "--sample-every N", "--resume", "--mults A,B,.." })
+        StringAssert.Contains(help, "Run it from the repository root as: dotnet run -c Release --project samples/FolderTrainer -- IMAGES [options]");
+        foreach (string option in new[] { "--out <DIR>", "--size <N>", "--labels", "--sample-every <N>", "--resume", "--mults <A,B,..>" })
         {
             StringAssert.Contains(help, option);
         }
@@ -107,9 +107,51 @@ public sealed class FolderTrainerTests
         StringAssert.StartsWith(Run(2, new[] { "imgs", "--size", "big" }), "--size expects a positive integer; got 'big'.");
         StringAssert.StartsWith(Run(2, new[] { "imgs", "--mults", "1,x" }), "--mults expects a comma-separated list of positive integers, e.g. 1,2,4; got '1,x'.");
         StringAssert.StartsWith(Run(2, new[] { "imgs", "--channels", "2" }), "--channels expects one of auto, 1, 3; got '2'.");
-        StringAssert.StartsWith(Run(2, new[] { "imgs", "--sample-evry", "5" }), "Unknown option '--sample-evry' (did you mean --sample-every?).");
-        StringAssert.StartsWith(Run(2, new[] { "imgs", "more" }), "Unexpected argument 'more'.");
+        string typo = Run(2, new[] { "imgs", "--sample-evry", "5" });
+        StringAssert.StartsWith(typo, "Unrecognized command or argument '--sample-evry'.");
+        StringAssert.Contains(typo, "Did you mean --sample-every instead of --sample-evry?");
+        StringAssert.StartsWith(Run(2, new[] { "imgs", "more" }), "Unrecognized command or argument 'more'.");
+        StringAssert.StartsWith(Run(2, new[] { "imgs", "--flip=no" }), "--flip takes no value; got 'no'.");
+
+        // Shell completion (System.CommandLine's [suggest] directive, what dotnet-suggest calls): options, then a choice's values.
+        CollectionAssert.AreEqual(new[] { "--sample-every", "--samples", "--sampling-steps" }, Lines(Run(0, new[] { "[suggest]", "--sam" })));
+        CollectionAssert.AreEqual(new[] { "1", "3", "auto" }, Lines(Run(0, new[] { "[suggest:13]", "--channels " })));
     }
+
+    [TestMethod]
+    public void AShortTimeBudgetShortensTheWarmup()
+    {
+        // The user's report: a 5-minute budget at 21 images/s was all 200 warm-up steps. The first steps are timed and
+        // the warm-up becomes a tenth of the steps the budget allows; an explicit --warmup is kept, and the progress
+        // lines say that the budget ends inside it.
+        string images = Path.Combine(directory, "images");
+        WriteImages(images, rgb: true);
+        string[] common = { images, "--size", "8", "--dim", "8", "--mults", "1,2", "--timesteps", "20", "--batch", "4", "--samples", "4", "--sampling-steps", "2", "--sample-every", "10", "--steps", "1000", "--minutes", "0.1" };
+        string log = Run(0, common.Concat(new[] { "--out", Path.Combine(directory, "short") }));
+        var match = System.Text.RegularExpressions.Regex.Match(log, @"Warm-up shortened from 200 to (\d+) steps: the 0.1-minute budget allows about (\d+) steps");
+        Assert.IsTrue(match.Success, log);
+        int warmup = int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        int expected = int.Parse(match.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.IsTrue(warmup < 200 && warmup == Math.Max(1, expected / 10), log);
+        Assert.AreEqual(warmup.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllText(Path.Combine(directory, "short", "warmup-steps.txt")));
+
+        // The learning rate of the log follows it after the timed steps: linear up to the warm-up's end, the peak after.
+        var rows = File.ReadAllLines(Path.Combine(directory, "short", "training-log.csv")).Skip(1).Select(l => l.Split(','))
+            .Select(f => (Step: int.Parse(f[0], System.Globalization.CultureInfo.InvariantCulture), Lr: double.Parse(f[2], System.Globalization.CultureInfo.InvariantCulture)))
+            .Where(r => r.Step > 4).ToArray();
+        Assert.IsNotEmpty(rows, log);
+        foreach (var (step, lr) in rows)
+        {
+            Assert.AreEqual(1e-3 * Math.Min(1.0, (double)step / warmup), lr, 1e-9, $"step {step}");
+        }
+
+        log = Run(0, common.Concat(new[] { "--out", Path.Combine(directory, "explicit"), "--warmup", "1000000" }));
+        Assert.IsFalse(log.Contains("Warm-up shortened", StringComparison.Ordinal), log);
+        StringAssert.Contains(log, "budget ends in warm-up (~step ");
+        StringAssert.Contains(log, " of 1000000)");
+    }
+
+    private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     private static string Run(int expectedExitCode, System.Collections.Generic.IEnumerable<string> args)
     {

@@ -47,10 +47,57 @@ public static class FashionMnistJob
         console.WriteLine($"Data: {source.Description}");
         var (train, test) = Split(mlContext, source, holdOut: options.Metrics);
 
-        // Off the CPU the job trains a wider network on bigger batches, with the learned-range variance and the hybrid loss
-        // (improved DDPM), which tightens the likelihood bound; docs/gpu/README.md says how these were chosen.
+        var trainer = ToTrainerOptions(options);
+        if (options.Experiment is double minutes)
+        {
+            trainer = Experiment(mlContext, trainer, train, minutes, console);
+        }
+
+        using var log = new StreamWriter(Path.Combine(options.Out, "training-log.csv"));
+        log.WriteLine("step,loss,lr,images_per_second");
+        var display = new TrainingDisplay(console, trainer.MaxTrainingTime, trainer.EffectiveWarmupSteps);
+        var curve = new List<TrainingProgress>();
+        trainer.Progress = new Reporter(p =>
+        {
+            curve.Add(p);
+            log.WriteLine(FormattableString.Invariant($"{p.Step},{p.Loss:G6},{p.LearningRate:G6},{p.ImagesPerSecond:F2}"));
+            display.Show(p);
+        });
+
+        var trainingClock = Stopwatch.StartNew();
+        using var sampler = display.Run(() => mlContext.Generative().Diffusion(trainer).Fit(train));
+        log.Flush();
+        if (curve.Count > 0)
+        {
+            TrainingCurve.Save(curve, Path.Combine(options.Out, "training-curve.png"));
+        }
+
+        double trainingSeconds = trainingClock.Elapsed.TotalSeconds;
+        console.WriteLine($"Trained {sampler.Model.TrainedSteps} steps in {trainingClock.Elapsed:mm\\:ss}.");
+
+        var clock = Stopwatch.StartNew();
+        WriteSamples(sampler, options, Path.Combine(options.Out, "samples.png"));
+        WriteDenoisingStrip(sampler, options, Path.Combine(options.Out, "denoising.png"));
+        console.WriteLine($"Sampled in {clock.Elapsed:mm\\:ss}.");
+        sampler.Save(mlContext, Path.Combine(options.Out, "model.zip"));
+        if (options.Metrics && test is not null)
+        {
+            JobMetrics.Measure(sampler, train, test, options, trainingSeconds, console);
+        }
+
+        console.WriteLine($"Wrote {Path.GetFullPath(options.Out)}: samples.png, denoising.png, model.zip, training-log.csv, training-curve.png{(options.Metrics ? ", metrics.json" : string.Empty)} ({total.Elapsed:mm\\:ss} in all).");
+        return 0;
+    }
+
+    /// <summary>
+    /// The library options of the job: the one place where the command line meets the library (sampler and trainer
+    /// options). Off the CPU the job trains a wider network on bigger batches, with the learned-range variance and the
+    /// hybrid loss (improved DDPM), which tightens the likelihood bound; docs/gpu/README.md says how these were chosen.
+    /// </summary>
+    private static DiffusionTrainerOptions ToTrainerOptions(JobOptions options)
+    {
         bool gpu = options.Device != "cpu";
-        var trainer = new DiffusionTrainerOptions
+        return new DiffusionTrainerOptions
         {
             ImageColumnName = "Pixels",
             LabelColumnName = options.Unconditional ? null : "Label",
@@ -87,47 +134,6 @@ public static class FashionMnistJob
                 Seed = options.Seed,
             },
         };
-
-        if (options.Experiment is double minutes)
-        {
-            trainer = Experiment(mlContext, trainer, train, minutes, console);
-        }
-
-        using var log = new StreamWriter(Path.Combine(options.Out, "training-log.csv"));
-        log.WriteLine("step,loss,lr,images_per_second");
-        var bar = new ProgressBar(console);
-        var curve = new List<TrainingProgress>();
-        trainer.Progress = new Reporter(p =>
-        {
-            curve.Add(p);
-            log.WriteLine(FormattableString.Invariant($"{p.Step},{p.Loss:G6},{p.LearningRate:G6},{p.ImagesPerSecond:F2}"));
-            bar.Show(p, options.Steps is null ? TimeSpan.FromMinutes(options.Minutes) : null);
-        });
-
-        var trainingClock = Stopwatch.StartNew();
-        using var sampler = mlContext.Generative().Diffusion(trainer).Fit(train);
-        bar.Done();
-        log.Flush();
-        if (curve.Count > 0)
-        {
-            TrainingCurve.Save(curve, Path.Combine(options.Out, "training-curve.png"));
-        }
-
-        double trainingSeconds = trainingClock.Elapsed.TotalSeconds;
-        console.WriteLine($"Trained {sampler.Model.TrainedSteps} steps in {trainingClock.Elapsed:mm\\:ss}.");
-
-        var clock = Stopwatch.StartNew();
-        WriteSamples(sampler, options, Path.Combine(options.Out, "samples.png"));
-        WriteDenoisingStrip(sampler, options, Path.Combine(options.Out, "denoising.png"));
-        console.WriteLine($"Sampled in {clock.Elapsed:mm\\:ss}.");
-        sampler.Save(mlContext, Path.Combine(options.Out, "model.zip"));
-        if (options.Metrics && test is not null)
-        {
-            JobMetrics.Measure(sampler, train, test, options, trainingSeconds, console);
-        }
-
-        console.WriteLine($"Wrote {Path.GetFullPath(options.Out)}: samples.png, denoising.png, model.zip, training-log.csv, training-curve.png{(options.Metrics ? ", metrics.json" : string.Empty)} ({total.Elapsed:mm\\:ss} in all).");
-        return 0;
     }
 
     private static (IDataView Train, IDataView? Test) Split(MLContext mlContext, DataSource source, bool holdOut)

@@ -34,8 +34,11 @@ public sealed class FolderOptions
     /// <summary>Gets or sets the peak learning rate.</summary>
     public double LearningRate { get; set; } = 1e-3;
 
-    /// <summary>Gets or sets the linear warm-up length in steps.</summary>
-    public int Warmup { get; set; } = 200;
+    /// <summary>
+    /// Gets or sets the linear warm-up length in steps; null: 200, or a tenth of the steps a --minutes budget allows when
+    /// that is fewer (measured on the first steps).
+    /// </summary>
+    public int? Warmup { get; set; }
 
     /// <summary>Gets or sets the U-Net's base width.</summary>
     public int Dim { get; set; } = 32;
@@ -105,7 +108,7 @@ public sealed class FolderOptions
             .Number("--minutes", "M", "stop after this many minutes even if --steps are not done", v => o.Minutes = v)
             .Integer("--batch", "N", "images per step (default 32)", v => o.Batch = v)
             .Number("--lr", "X", "peak learning rate of AdamW (default 0.001)", v => o.LearningRate = v)
-            .Integer("--warmup", "N", "linear warm-up steps (default 200)", v => o.Warmup = v, min: 0)
+            .Integer("--warmup", "N", "linear warm-up steps (default 200, or a tenth of the steps a --minutes budget allows when fewer)", v => o.Warmup = v, min: 0)
             .Integer("--dim", "N", "the U-Net's base width (default 32)", v => o.Dim = v)
             .IntegerList("--mults", "A,B,..", "the U-Net's width multipliers per level (default 1,2,4)", v => o.Mults = v)
             .Integer("--timesteps", "T", "diffusion steps (default 1000)", v => o.Timesteps = v, min: 2)

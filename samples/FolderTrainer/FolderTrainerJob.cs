@@ -28,6 +28,12 @@ namespace FolderTrainer;
 /// </summary>
 public static class FolderTrainerJob
 {
+    /// <summary>The warm-up without --warmup: this many steps, or less under a short --minutes budget.</summary>
+    public const int DefaultWarmup = 200;
+
+    private const int ProbeSteps = 4;        // timed under a --minutes budget to size the warm-up
+    private const double WarmupShare = 0.1;  // of the steps a --minutes budget allows
+
     private static readonly string[] Extensions = { ".png", ".jpg", ".jpeg", ".bmp" };
 
     /// <summary>Runs the folder trainer; returns the process exit code (0 done, 1 training failed, 2 bad command line).</summary>
@@ -91,43 +97,16 @@ public static class FolderTrainerJob
 
         console.WriteLine($"Data: {files.Length} images in {Path.GetFullPath(options.Folder)}{classes}; as {options.Size}×{options.Size} {(channels == 1 ? "gray" : "RGB")}.");
         Directory.CreateDirectory(options.Out);
-        var trainer = new DiffusionTrainerOptions
-        {
-            ImageColumnName = "Pixels",
-            LabelColumnName = options.Labels ? "Label" : null,
-            ImageSize = options.Size,
-            Channels = channels,
-            Timesteps = options.Timesteps,
-            Schedule = BetaSchedule.Cosine,
-            Objective = PredictionTarget.Velocity,
-            Loss = DiffusionLoss.MeanSquaredError,
-            Network = new UNetOptions { Dim = options.Dim, DimMults = options.Mults.ToArray() },
-            BatchSize = options.Batch,
-            LearningRate = options.LearningRate,
-            WarmupSteps = options.Warmup,
-            EmaDecay = 0.995,
-            RandomHorizontalFlip = options.Flip,
-            TrainSteps = options.Steps,
-            MaxTrainingTime = options.Minutes is double minutes ? TimeSpan.FromMinutes(minutes) : null,
-            Seed = options.Seed,
-            Device = options.Device,
-            LogEvery = Math.Clamp(options.SampleEvery / 10, 1, 50),
-            CheckpointDirectory = checkpoints,
-            CheckpointEvery = options.SampleEvery,
-            KeepCheckpoints = 2,
-            Resume = options.Resume,
-            Sampling = new DiffusionSamplerOptions
-            {
-                Scheduler = new DdimScheduler { Steps = options.SamplingSteps },
-                GuidanceScale = options.Labels ? options.Guidance : 1.0,
-                Seed = options.Seed,
-            },
-        };
+        TimeSpan? budget = options.Minutes is double minutes ? TimeSpan.FromMinutes(minutes) : null;
+        bool resuming = options.Resume && resumeStep > 0;
+        string warmupFile = Path.Combine(options.Out, "warmup-steps.txt");
+        int warmup = options.Warmup ?? (resuming && File.Exists(warmupFile) ? int.Parse(File.ReadAllText(warmupFile), NumberStyles.None, CultureInfo.InvariantCulture) : DefaultWarmup);
+        var trainer = ToTrainerOptions(options, channels, warmup, checkpoints);
         trainer.Validate();
 
         string logPath = Path.Combine(options.Out, "training-log.csv");
         var curve = options.Resume ? ReadLog(logPath).Where(p => p.Step <= resumeStep).ToList() : new List<TrainingProgress>();
-        console.WriteLine(options.Resume && resumeStep > 0
+        console.WriteLine(resuming
             ? $"Resuming from step {resumeStep} of {options.Steps} ({checkpoints})."
             : $"Training {options.Steps} steps of {options.Batch} images; a sample grid and a model file every {options.SampleEvery} steps in {Path.GetFullPath(options.Out)}.");
         using var log = new StreamWriter(logPath, append: false);
@@ -137,15 +116,33 @@ public static class FolderTrainerJob
             WriteRow(log, p);
         }
 
-        var bar = new ProgressBar(console);
+        // A time budget with the default warm-up: time the first steps, then make the warm-up a share of the steps the
+        // budget allows, so that a short budget is not all warm-up (the run continues from those steps' checkpoint).
+        var clock = Stopwatch.StartNew();
+        if (budget is TimeSpan limit && options.Warmup is null && !resuming && options.Steps > ProbeSteps)
+        {
+            warmup = FitWarmupToBudget(mlContext, data, options, channels, checkpoints, limit, p =>
+            {
+                curve.Add(p);
+                WriteRow(log, p);
+            }, console);
+            File.WriteAllText(warmupFile, warmup.ToString(CultureInfo.InvariantCulture));
+            trainer = ToTrainerOptions(options, channels, warmup, checkpoints);
+            trainer.Resume = true;
+            trainer.MaxTrainingTime = limit > clock.Elapsed + TimeSpan.FromSeconds(1) ? limit - clock.Elapsed : TimeSpan.FromSeconds(1);
+        }
+
+        // The display measures the whole budget, the timing steps included.
+        var before = clock.Elapsed;
+        var display = new TrainingDisplay(console, budget, warmup);
         trainer.Progress = new Reporter(p =>
         {
             curve.Add(p);
             WriteRow(log, p);
-            bar.Show(p, trainer.MaxTrainingTime);
+            display.Show(p with { Elapsed = p.Elapsed + before });
         });
 
-        using var sampler = MilestoneTraining.Fit(mlContext, data, trainer, options.SampleEvery, milestone =>
+        using var sampler = display.Run(() => MilestoneTraining.Fit(mlContext, data, trainer, options.SampleEvery, milestone =>
         {
             int step = milestone.Model.TrainedSteps;
             string grid = string.Create(CultureInfo.InvariantCulture, $"sample-{step:D6}.png");
@@ -158,15 +155,85 @@ public static class FolderTrainerJob
                 TrainingCurve.Save(curve, Path.Combine(options.Out, "training-curve.png"));
             }
 
-            bar.Done();
-            console.WriteLine($"step {step}: {grid}, {model}, training-curve.png");
-        });
-        bar.Done();
+            display.WriteLine($"step {step}: {grid}, {model}, training-curve.png");
+        }));
         log.Flush();
         sampler.Save(mlContext, Path.Combine(options.Out, "model.zip"));
         console.WriteLine($"Trained to step {sampler.Model.TrainedSteps} in {total.Elapsed:hh\\:mm\\:ss}. Wrote {Path.GetFullPath(options.Out)}: model.zip (the final model), "
             + "sample-*.png, model-*.zip, training-log.csv, training-curve.png, checkpoints/.");
         return 0;
+    }
+
+    /// <summary>
+    /// The library options of a run: the one place where the command line meets the library (sampler and trainer
+    /// options). Keep it free of anything else.
+    /// </summary>
+    private static DiffusionTrainerOptions ToTrainerOptions(FolderOptions options, int channels, int warmup, string checkpoints) => new()
+    {
+        ImageColumnName = "Pixels",
+        LabelColumnName = options.Labels ? "Label" : null,
+        ImageSize = options.Size,
+        Channels = channels,
+        Timesteps = options.Timesteps,
+        Schedule = BetaSchedule.Cosine,
+        Objective = PredictionTarget.Velocity,
+        Loss = DiffusionLoss.MeanSquaredError,
+        Network = new UNetOptions { Dim = options.Dim, DimMults = options.Mults.ToArray() },
+        BatchSize = options.Batch,
+        LearningRate = options.LearningRate,
+        WarmupSteps = warmup,
+        EmaDecay = 0.995,
+        RandomHorizontalFlip = options.Flip,
+        TrainSteps = options.Steps,
+        MaxTrainingTime = options.Minutes is double minutes ? TimeSpan.FromMinutes(minutes) : null,
+        Seed = options.Seed,
+        Device = options.Device,
+        LogEvery = Math.Clamp(options.SampleEvery / 10, 1, 50),
+        CheckpointDirectory = checkpoints,
+        CheckpointEvery = options.SampleEvery,
+        KeepCheckpoints = 2,
+        Resume = options.Resume,
+        Sampling = new DiffusionSamplerOptions
+        {
+            Scheduler = new DdimScheduler { Steps = options.SamplingSteps },
+            GuidanceScale = options.Labels ? options.Guidance : 1.0,
+            Seed = options.Seed,
+        },
+    };
+
+    // Trains the first ProbeSteps steps (checkpointed: the run goes on from them) and times them; returns the warm-up: the
+    // default, or WarmupShare of the steps the rest of the budget allows at that pace when that is fewer.
+    private static int FitWarmupToBudget(MLContext mlContext, IDataView data, FolderOptions options, int channels, string checkpoints, TimeSpan budget, Action<TrainingProgress> record, TextWriter console)
+    {
+        var clock = Stopwatch.StartNew();
+        var reports = new List<TrainingProgress>();
+        var probe = ToTrainerOptions(options, channels, DefaultWarmup, checkpoints);
+        probe.TrainSteps = ProbeSteps;
+        probe.LogEvery = 1;
+        probe.CheckpointEvery = ProbeSteps;
+        probe.Progress = new Reporter(p =>
+        {
+            reports.Add(p);
+            record(p);
+        });
+        mlContext.Generative().Diffusion(probe).Fit(data).Dispose();
+        if (reports.Count < 2)
+        {
+            return DefaultWarmup; // the budget ended inside the first steps: nothing to size
+        }
+
+        // The pace after the first step (which also builds the network and reads the data).
+        double secondsPerStep = (reports[^1].Elapsed - reports[0].Elapsed).TotalSeconds / (reports[^1].Step - reports[0].Step);
+        double left = Math.Max(0, (budget - clock.Elapsed).TotalSeconds);
+        int expected = (int)Math.Min(options.Steps, reports[^1].Step + (left / Math.Max(1e-9, secondsPerStep)));
+        int warmup = Math.Clamp((int)(expected * WarmupShare), 1, DefaultWarmup);
+        if (warmup < DefaultWarmup)
+        {
+            console.WriteLine(FormattableString.Invariant(
+                $"Warm-up shortened from {DefaultWarmup} to {warmup} steps: the {budget.TotalMinutes:0.##}-minute budget allows about {expected} steps at the measured {options.Batch / secondsPerStep:F0} images/s, and the warm-up takes at most a tenth of them (--warmup N fixes it)."));
+        }
+
+        return warmup;
     }
 
     private static void WriteGrid(DiffusionSampler sampler, FolderOptions options, string path)

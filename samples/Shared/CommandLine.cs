@@ -1,60 +1,52 @@
 using System;
 using System.Collections.Generic;
+using System.CommandLine;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using System.Globalization;
 using System.IO;
 using System.Linq;
-using System.Text;
 
 namespace DiffusionSamples;
 
 /// <summary>
-/// The command-line parser the sample programs share: each option is declared once, with its value's meaning, and the
-/// usage text is made from those declarations, so the two never disagree. <c>--help</c> prints the usage and exits 0; a
-/// bad value names the option and what it expects ("--steps expects a positive integer; got 'abc'"); an unknown option is
-/// named, with the nearest known one when it is a likely typo; both exit 2.
+/// The sample programs' command lines, declared on System.CommandLine: it tokenizes (<c>--x v</c>, <c>--x=v</c>,
+/// <c>@response-files</c>), writes the help, answers shell completion (the <c>[suggest]</c> directive that
+/// <c>dotnet-suggest</c> uses) and names unknown options with their likely spelling. What stays here is how a value is
+/// read: each option's parser names the option and what it expects ("--steps expects a positive integer; got 'abc'"),
+/// and every bad command line exits with 2, as the programs always have.
 /// </summary>
 internal sealed class CommandLine
 {
-    private const int HelpColumn = 28;
+    /// <summary>The exit code of a bad command line.</summary>
+    public const int BadCommandLine = 2;
+
+    private readonly RootCommand root;
     private readonly string synopsis;
     private readonly string description;
-    private readonly List<Option> options = new();
-    private Positional? positional;
+    private readonly List<Action<ParseResult>> binders = new();
+    private readonly HashSet<string> flags = new();
 
-    /// <summary>Creates a parser.</summary>
+    /// <summary>Creates a command line.</summary>
     /// <param name="synopsis">How to call the program, e.g. "dotnet run -c Release --project samples/X --".</param>
     /// <param name="description">What the program does, in a sentence or two.</param>
     public CommandLine(string synopsis, string description)
     {
         this.synopsis = synopsis;
         this.description = description;
+        // The library's help names the executable ("FolderTrainer <IMAGES> [options]"); the description says how to run it
+        // from the repository.
+        root = new RootCommand(Describe(description, synopsis));
+        root.SetAction(_ => 0);
     }
 
-    /// <summary>Gets the usage text: synopsis, description and one line per option.</summary>
+    /// <summary>Gets the usage text: what --help prints.</summary>
     public string Usage
     {
         get
         {
-            var text = new StringBuilder();
-            text.Append("Usage: ").Append(synopsis);
-            if (positional is not null)
-            {
-                text.Append(' ').Append(positional.Name);
-            }
-
-            text.Append(" [options]\n\n").Append(description).Append('\n');
-            if (positional is not null)
-            {
-                text.Append('\n').Append(Line("  " + positional.Name, positional.Help));
-            }
-
-            text.Append("\nOptions:\n");
-            foreach (var option in options)
-            {
-                text.Append(Line($"  {option.Name}{(option.ValueName is null ? string.Empty : " " + option.ValueName)}", option.Help));
-            }
-
-            text.Append(Line("  -h, --help", "print this help and exit"));
+            using var text = new StringWriter();
+            root.Parse(new[] { "--help" }).Invoke(new InvocationConfiguration { Output = text, Error = text });
             return text.ToString();
         }
     }
@@ -62,16 +54,40 @@ internal sealed class CommandLine
     /// <summary>Declares the one required positional argument.</summary>
     public CommandLine Argument(string name, string help, Action<string> set)
     {
-        positional = new Positional(name, help, set);
+        // Zero or one, so that a missing one is reported in the words below rather than as the command's.
+        var argument = new Argument<string>(name) { Description = help, Arity = ArgumentArity.ZeroOrOne };
+        root.Arguments.Add(argument);
+        root.Validators.Add(command =>
+        {
+            if (command.GetResult(argument) is null || command.GetValue(argument) is null)
+            {
+                command.AddError($"Missing {name}: {help}.");
+            }
+        });
+        binders.Add(result => set(result.GetValue(argument)!));
+        root.Description = Describe(description, $"{synopsis} {name}");
         return this;
     }
 
     /// <summary>Declares an option without a value.</summary>
-    public CommandLine Flag(string name, string help, Action set) => Add(new Option(name, null, help, null, _ => set()));
+    public CommandLine Flag(string name, string help, Action set)
+    {
+        var option = new Option<bool>(name) { Description = help, Arity = ArgumentArity.Zero };
+        root.Options.Add(option);
+        flags.Add(name);
+        binders.Add(result =>
+        {
+            if (Given(result, option))
+            {
+                set();
+            }
+        });
+        return this;
+    }
 
     /// <summary>Declares an option whose value is any non-empty text.</summary>
     public CommandLine Text(string name, string valueName, string help, Action<string> set) =>
-        Add(new Option(name, valueName, help, "a value", value => set(value.Length > 0 ? value : throw new FormatException())));
+        Add(name, valueName, help, "a value", value => value.Length > 0 ? value : throw new FormatException(), set);
 
     /// <summary>Declares an integer option with a lower bound (1: "a positive integer").</summary>
     public CommandLine Integer(string name, string valueName, string help, Action<int> set, int min = 1)
@@ -82,163 +98,165 @@ internal sealed class CommandLine
             0 => "a non-negative integer",
             _ => $"an integer of at least {min}",
         };
-        return Add(new Option(name, valueName, help, expects, value =>
+        return Add(name, valueName, help, expects, value =>
         {
             int parsed = int.Parse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
-            set(parsed >= min ? parsed : throw new FormatException());
-        }));
+            return parsed >= min ? parsed : throw new FormatException();
+        }, set);
     }
 
     /// <summary>Declares a real-number option that must be positive (or, with <paramref name="allowZero"/>, non-negative).</summary>
     public CommandLine Number(string name, string valueName, string help, Action<double> set, bool allowZero = false) =>
-        Add(new Option(name, valueName, help, allowZero ? "a non-negative number" : "a positive number", value =>
+        Add(name, valueName, help, allowZero ? "a non-negative number" : "a positive number", value =>
         {
             double parsed = double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture);
-            set(double.IsFinite(parsed) && (parsed > 0 || (allowZero && parsed == 0)) ? parsed : throw new FormatException());
-        }));
+            return double.IsFinite(parsed) && (parsed > 0 || (allowZero && parsed == 0)) ? parsed : throw new FormatException();
+        }, set);
 
-    /// <summary>Declares an option whose value is one of a few words (compared without regard to case).</summary>
-    public CommandLine Choice(string name, string help, IReadOnlyList<string> choices, Action<string> set) =>
-        Add(new Option(name, string.Join('|', choices), help, "one of " + string.Join(", ", choices), value =>
+    /// <summary>Declares an option whose value is one of a few words (compared without regard to case; completed by the shell).</summary>
+    public CommandLine Choice(string name, string help, IReadOnlyList<string> choices, Action<string> set)
+    {
+        var added = Add(name, string.Join('|', choices), help, "one of " + string.Join(", ", choices), value =>
         {
             string lower = value.ToLowerInvariant();
-            set(choices.Contains(lower) ? lower : throw new FormatException());
-        }));
+            return choices.Contains(lower) ? lower : throw new FormatException();
+        }, set);
+        ((Option<string>)root.Options.Single(o => o.Name == name)).CompletionSources.Add(choices.ToArray());
+        return added;
+    }
 
     /// <summary>Declares an option whose value is a comma-separated list of positive integers, e.g. "1,2,4".</summary>
     public CommandLine IntegerList(string name, string valueName, string help, Action<int[]> set) =>
-        Add(new Option(name, valueName, help, "a comma-separated list of positive integers, e.g. 1,2,4", value =>
+        Add(name, valueName, help, "a comma-separated list of positive integers, e.g. 1,2,4", value =>
         {
             int[] parsed = value.Split(',').Select(v => int.Parse(v.Trim(), NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
-            set(parsed.Length > 0 && parsed.All(v => v > 0) ? parsed : throw new FormatException());
-        }));
+            return parsed.Length > 0 && parsed.All(v => v > 0) ? parsed : throw new FormatException();
+        }, set);
 
     /// <summary>
-    /// Parses the arguments into the declared setters. Returns null when the program should run; otherwise prints the
-    /// usage (--help) or the error to <paramref name="console"/> and returns the exit code: 0 for help, 2 for an error.
+    /// Parses the arguments into the declared setters. Returns null when the program should run; otherwise it has printed
+    /// the help (or answered a directive such as <c>[suggest]</c>) or the error to <paramref name="console"/>, and returns
+    /// the exit code: 0 for help, 2 for an error.
     /// </summary>
     public int? Parse(IReadOnlyList<string> args, TextWriter console)
     {
         ArgumentNullException.ThrowIfNull(args);
         ArgumentNullException.ThrowIfNull(console);
-        if (args.Any(a => a is "--help" or "-h" or "-?"))
+        ParseResult result = root.Parse(args);
+        var invocation = new InvocationConfiguration { Output = console, Error = console, EnableDefaultExceptionHandler = false };
+        // "--resume=yes" reaches the parser as "--resume" and "yes", and "yes" alone would be the complaint.
+        string? flagWithValue = args.FirstOrDefault(a => a.IndexOf('=', StringComparison.Ordinal) is > 0 and int i && flags.Contains(a[..i]));
+        if (flagWithValue is not null)
         {
-            console.WriteLine(Usage);
-            return 0;
-        }
-
-        try
-        {
-            bool positionalSeen = false;
-            for (int i = 0; i < args.Count; i++)
-            {
-                string arg = args[i];
-                if (!arg.StartsWith('-') || arg == "-")
-                {
-                    if (positional is null || positionalSeen)
-                    {
-                        throw new UsageException($"Unexpected argument '{arg}'.");
-                    }
-
-                    positional.Set(arg);
-                    positionalSeen = true;
-                    continue;
-                }
-
-                int equals = arg.IndexOf('=', StringComparison.Ordinal);
-                string name = equals > 0 ? arg[..equals] : arg;
-                var option = options.FirstOrDefault(o => o.Name == name) ?? throw new UsageException(Unknown(name));
-                if (option.Expects is null)
-                {
-                    if (equals > 0)
-                    {
-                        throw new UsageException($"{name} takes no value; got '{arg[(equals + 1)..]}'.");
-                    }
-
-                    option.Set(string.Empty);
-                    continue;
-                }
-
-                string? value = equals > 0 ? arg[(equals + 1)..] : i + 1 < args.Count ? args[++i] : null;
-                if (value is null)
-                {
-                    throw new UsageException($"{name} expects {option.Expects}; got nothing.");
-                }
-
-                try
-                {
-                    option.Set(value);
-                }
-                catch (Exception ex) when (ex is FormatException or OverflowException)
-                {
-                    throw new UsageException($"{name} expects {option.Expects}; got '{value}'.");
-                }
-            }
-
-            if (positional is not null && !positionalSeen)
-            {
-                throw new UsageException($"Missing {positional.Name}: {positional.Help}.");
-            }
-        }
-        catch (UsageException ex)
-        {
-            console.WriteLine(ex.Message);
+            int equals = flagWithValue.IndexOf('=', StringComparison.Ordinal);
+            console.WriteLine($"{flagWithValue[..equals]} takes no value; got '{flagWithValue[(equals + 1)..]}'.");
             console.WriteLine("Run with --help to see the options.");
-            return 2;
+            return BadCommandLine;
+        }
+
+        if (result.Action is ParseErrorAction)
+        {
+            // The library's messages (each option's parser words its own), one a line; an unknown option with the
+            // nearest known name. Not the library's error action: it dumps the help, and its typo corrections also
+            // "correct" the values that follow an unknown option (5 → -h).
+            foreach (string message in result.Errors.Select(e => e.Message).Distinct())
+            {
+                console.WriteLine(message);
+            }
+
+            foreach (string token in result.UnmatchedTokens.Where(t => t.StartsWith("--", StringComparison.Ordinal)))
+            {
+                string? nearest = Nearest(token);
+                if (nearest is not null)
+                {
+                    console.WriteLine($"Did you mean {nearest} instead of {token}?");
+                }
+            }
+
+            console.WriteLine("Run with --help to see the options.");
+            return BadCommandLine;
+        }
+
+        if (result.Action != root.Action)
+        {
+            return result.Invoke(invocation); // --help, --version, [suggest]
+        }
+
+        foreach (var bind in binders)
+        {
+            bind(result);
         }
 
         return null;
     }
 
-    private static string Line(string left, string help) =>
-        (left.Length < HelpColumn ? left.PadRight(HelpColumn) : left + "\n" + new string(' ', HelpColumn)) + help + "\n";
+    private static string Describe(string description, string synopsis) =>
+        $"{description}\n\nRun it from the repository root as: {synopsis} [options]";
 
-    private static int Distance(string a, string b)
+    // The declared option nearest to a misspelt one (at most 2 edits), or null.
+    private string? Nearest(string token)
     {
-        var row = Enumerable.Range(0, b.Length + 1).ToArray();
-        for (int i = 1; i <= a.Length; i++)
+        static int Distance(string a, string b)
         {
-            int diagonal = row[0];
-            row[0] = i;
-            for (int j = 1; j <= b.Length; j++)
+            var row = Enumerable.Range(0, b.Length + 1).ToArray();
+            for (int i = 1; i <= a.Length; i++)
             {
-                int above = row[j];
-                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
-                diagonal = above;
+                int diagonal = row[0];
+                row[0] = i;
+                for (int j = 1; j <= b.Length; j++)
+                {
+                    int above = row[j];
+                    row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                    diagonal = above;
+                }
             }
+
+            return row[b.Length];
         }
 
-        return row[b.Length];
+        return root.Options.Select(o => (o.Name, Distance: Distance(token, o.Name))).Where(p => p.Distance <= 2).OrderBy(p => p.Distance).Select(p => p.Name).FirstOrDefault();
     }
 
-    private string Unknown(string name)
-    {
-        var nearest = options.Select(o => (o.Name, Distance: Distance(name, o.Name))).OrderBy(p => p.Distance).FirstOrDefault();
-        return nearest.Name is not null && nearest.Distance <= 2
-            ? $"Unknown option '{name}' (did you mean {nearest.Name}?)."
-            : $"Unknown option '{name}'.";
-    }
+    private static bool Given(ParseResult result, Option option) => result.GetResult(option) is { Implicit: false };
 
-    private CommandLine Add(Option option)
+    // An option with one value, read by `parse` (FormatException or OverflowException: a bad value) and handed to `set`
+    // only when it was given, so that the defaults stay where the options class declares them.
+    private CommandLine Add<T>(string name, string valueName, string help, string expects, Func<string, T> parse, Action<T> set)
     {
-        if (!option.Name.StartsWith("--", StringComparison.Ordinal) || options.Any(o => o.Name == option.Name))
+        if (!name.StartsWith("--", StringComparison.Ordinal) || root.Options.Any(o => o.Name == name))
         {
-            throw new ArgumentException($"Option {option.Name} is malformed or declared twice.", nameof(option));
+            throw new ArgumentException($"Option {name} is malformed or declared twice.", nameof(name));
         }
 
-        options.Add(option);
+        // One value per occurrence; given twice, the last one counts (as a script that appends to a command expects).
+        var option = new Option<T>(name) { Description = help, HelpName = valueName, Arity = ArgumentArity.ZeroOrMore, AllowMultipleArgumentsPerToken = false };
+        option.CustomParser = result =>
+        {
+            if (result.Tokens.Count == 0)
+            {
+                result.AddError($"{name} expects {expects}; got nothing.");
+                return default;
+            }
+
+            string value = result.Tokens[^1].Value;
+            try
+            {
+                return parse(value);
+            }
+            catch (Exception ex) when (ex is FormatException or OverflowException)
+            {
+                result.AddError($"{name} expects {expects}; got '{value}'.");
+                return default;
+            }
+        };
+        root.Options.Add(option);
+        binders.Add(result =>
+        {
+            if (Given(result, option))
+            {
+                set(result.GetValue(option)!);
+            }
+        });
         return this;
-    }
-
-    private sealed record Option(string Name, string? ValueName, string Help, string? Expects, Action<string> Set);
-
-    private sealed record Positional(string Name, string Help, Action<string> Set);
-
-    private sealed class UsageException : Exception
-    {
-        public UsageException(string message)
-            : base(message)
-        {
-        }
     }
 }
