@@ -3,7 +3,6 @@ using System.Globalization;
 using System.IO;
 using System.Linq;
 using System.Security.Cryptography;
-using Microsoft.ML.Diffusion.Core.Training;
 
 namespace Microsoft.ML.Diffusion.Core.IO;
 
