@@ -1,10 +1,9 @@
 using System;
-using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Linq;
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using Microsoft.ML.Diffusion.Core.Runtime;
 
 namespace Microsoft.ML.Diffusion.Core.Sampling;
 
@@ -16,18 +15,22 @@ namespace Microsoft.ML.Diffusion.Core.Sampling;
 /// </summary>
 public static class SchedulerRegistry
 {
-    private static readonly ConcurrentDictionary<string, Type> Types = new(StringComparer.OrdinalIgnoreCase)
-    {
-        [DdpmScheduler.RegisteredName] = typeof(DdpmScheduler),
-        [DdimScheduler.RegisteredName] = typeof(DdimScheduler),
-        [DpmSolverScheduler.RegisteredName] = typeof(DpmSolverScheduler),
-        [EulerAncestralScheduler.RegisteredName] = typeof(EulerAncestralScheduler),
-    };
+    private static readonly NamedTypes<DiffusionScheduler> Types = new(
+        "scheduler",
+        "SchedulerRegistry.Register",
+        StringComparer.OrdinalIgnoreCase,
+        new Dictionary<string, Type>
+        {
+            [DdpmScheduler.RegisteredName] = typeof(DdpmScheduler),
+            [DdimScheduler.RegisteredName] = typeof(DdimScheduler),
+            [DpmSolverScheduler.RegisteredName] = typeof(DpmSolverScheduler),
+            [EulerAncestralScheduler.RegisteredName] = typeof(EulerAncestralScheduler),
+        });
 
     private static readonly JsonSerializerOptions Json = new() { Converters = { new JsonStringEnumConverter() } };
 
     /// <summary>Gets the registered names.</summary>
-    public static IReadOnlyCollection<string> Names => Types.Keys.OrderBy(k => k, StringComparer.Ordinal).ToArray();
+    public static IReadOnlyCollection<string> Names => Types.Names;
 
     /// <summary>Registers a scheduler type under the <see cref="DiffusionScheduler.Name"/> of a default instance.</summary>
     /// <typeparam name="TScheduler">The scheduler; its parameterless constructor gives its default settings and its name.</typeparam>
@@ -36,16 +39,7 @@ public static class SchedulerRegistry
         where TScheduler : DiffusionScheduler, new()
     {
         using var probe = new TScheduler();
-        string name = probe.Name;
-        if (string.IsNullOrWhiteSpace(name))
-        {
-            throw new ArgumentException($"{typeof(TScheduler).Name}.Name must name the scheduler.", nameof(TScheduler));
-        }
-
-        if (!Types.TryAdd(name, typeof(TScheduler)) && Types[name] != typeof(TScheduler))
-        {
-            throw new ArgumentException($"The scheduler name '{name}' is registered already, for {Types[name].Name}.", nameof(TScheduler));
-        }
+        Types.Register(probe.Name, typeof(TScheduler));
     }
 
     /// <summary>Creates the scheduler registered under a name, with its default settings.</summary>
@@ -55,8 +49,8 @@ public static class SchedulerRegistry
     public static DiffusionScheduler Create(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        return Types.TryGetValue(name, out var type)
-            ? (DiffusionScheduler)Activator.CreateInstance(type)!
+        return Types.Contains(name)
+            ? (DiffusionScheduler)Activator.CreateInstance(Types.Resolve(name))!
             : throw new ArgumentOutOfRangeException(nameof(name), name, $"No scheduler is registered as '{name}'; known: {string.Join(", ", Names)}.");
     }
 
@@ -79,66 +73,18 @@ public static class SchedulerRegistry
         return JsonSerializer.Deserialize<DiffusionScheduler>(json, Json) ?? throw new JsonException("The scheduler JSON is null.");
     }
 
-    /// <summary>The scheduler type registered under a name.</summary>
-    internal static Type Resolve(string name) => Types.TryGetValue(name, out var type)
-        ? type
-        : throw new JsonException($"Unknown scheduler '{name}' (known: {string.Join(", ", Names)}); register it with SchedulerRegistry.Register before loading.");
+    /// <summary>The schedulers, for the JSON converter.</summary>
+    internal static NamedTypes<DiffusionScheduler> Registered => Types;
 }
 
 /// <summary>
 /// Reads and writes a <see cref="DiffusionScheduler"/> as a JSON object whose "Name" says which registered type it is; the
 /// other members are that type's public settings.
 /// </summary>
-internal sealed class DiffusionSchedulerJsonConverter : JsonConverter<DiffusionScheduler>
+internal sealed class DiffusionSchedulerJsonConverter : NamedTypeJsonConverter<DiffusionScheduler>
 {
-    private const string NameProperty = "Name";
-
-    // Members of the base class that are not settings ([JsonIgnore] there; an override does not inherit the attribute).
-    private static readonly HashSet<string> NotSettings = typeof(DiffusionScheduler).GetProperties()
-        .Where(p => p.IsDefined(typeof(JsonIgnoreAttribute), inherit: true))
-        .Select(p => p.Name)
-        .ToHashSet(StringComparer.Ordinal);
-
-    public override DiffusionScheduler? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    public DiffusionSchedulerJsonConverter()
+        : base(nameof(DiffusionScheduler.Name), SchedulerRegistry.Registered, scheduler => scheduler.Name, unnamed: null)
     {
-        if (JsonNode.Parse(ref reader) is not JsonObject node)
-        {
-            throw new JsonException("A scheduler must be a JSON object.");
-        }
-
-        if (node[NameProperty] is not JsonValue name || !name.TryGetValue(out string? value) || string.IsNullOrWhiteSpace(value))
-        {
-            throw new JsonException("A scheduler's JSON object must name it under \"Name\".");
-        }
-
-        node.Remove(NameProperty);
-        var type = SchedulerRegistry.Resolve(value);
-        return (DiffusionScheduler?)node.Deserialize(type, options) ?? throw new JsonException($"The {value} settings are empty.");
-    }
-
-    public override void Write(Utf8JsonWriter writer, DiffusionScheduler value, JsonSerializerOptions options)
-    {
-        var node = JsonSerializer.SerializeToNode(value, value.GetType(), options)!.AsObject();
-        writer.WriteStartObject();
-        writer.WriteString(NameProperty, value.Name);
-        foreach (var (key, property) in node)
-        {
-            if (key == NameProperty || NotSettings.Contains(key))
-            {
-                continue;
-            }
-
-            writer.WritePropertyName(key);
-            if (property is null)
-            {
-                writer.WriteNullValue();
-            }
-            else
-            {
-                property.WriteTo(writer, options);
-            }
-        }
-
-        writer.WriteEndObject();
     }
 }
