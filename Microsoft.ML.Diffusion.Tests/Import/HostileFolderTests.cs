@@ -237,6 +237,33 @@ public sealed class HostileFolderTests
         Refused<UnauthorizedAccessException>(locked);
     }
 
+    [TestMethod]
+    public void WithoutStatxLinksFifosAndEmptyFilesAreStillHandled()
+    {
+        // The path for systems without statx (macOS, old glibc): .NET's link resolution and a length of 0 for special files.
+        WritePng("a.png", 8, 8);
+        WritePng("sub/b.png", 8, 8);
+        Directory.CreateSymbolicLink(Path.Combine(directory, "sub", "back"), directory);
+        File.CreateSymbolicLink(Path.Combine(directory, "alias.png"), Path.Combine(directory, "sub", "b.png"));
+        var listing = Timed(() => ImageFolder.ListImages(directory, useFileStatus: false));
+        CollectionAssert.AreEqual(new[] { Path.Combine(directory, "a.png"), Path.Combine(directory, "sub", "b.png") }, listing.Files.ToArray());
+        CollectionAssert.AreEqual(new[] { Path.Combine(directory, "alias.png") }, listing.Duplicates.ToArray());
+
+        string fifo = Path.Combine(directory, "pipe.png");
+        Assert.AreEqual(0, Libc.mkfifo(fifo, 0b110_100_100), $"mkfifo failed: errno {Marshal.GetLastPInvokeError()}");
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => Timed(() => ImageFolder.ListImages(directory, useFileStatus: false))).Message, fifo);
+        File.Delete(fifo);
+
+        string gone = Path.Combine(directory, "gone.png");
+        File.CreateSymbolicLink(gone, Path.Combine(directory, "deleted.png"));
+        StringAssert.Contains(Assert.ThrowsExactly<FileNotFoundException>(() => Timed(() => ImageFolder.ListImages(directory, useFileStatus: false))).Message, gone);
+        File.Delete(gone);
+
+        File.CreateSymbolicLink(Path.Combine(directory, "x.png"), Path.Combine(directory, "y.png"));
+        File.CreateSymbolicLink(Path.Combine(directory, "y.png"), Path.Combine(directory, "x.png"));
+        StringAssert.Contains(Assert.ThrowsExactly<InvalidDataException>(() => Timed(() => ImageFolder.ListImages(directory, useFileStatus: false))).Message, "x.png");
+    }
+
     private TException Refused<TException>(string file, string? skipInSnapshot = null)
         where TException : Exception
     {

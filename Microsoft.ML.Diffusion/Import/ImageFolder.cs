@@ -43,7 +43,11 @@ public static class ImageFolder
     /// <exception cref="IOException">An image file is a broken link (<see cref="FileNotFoundException"/>) or cannot be read;
     /// the message names it.</exception>
     /// <exception cref="UnauthorizedAccessException">An image file or a folder may not be read; the message names it.</exception>
-    public static ImageFolderListing ListImages(string folder)
+    public static ImageFolderListing ListImages(string folder) => ListImages(folder, useFileStatus: true);
+
+    /// <summary>As <see cref="ListImages(string)"/>; without <paramref name="useFileStatus"/>, as on a system without
+    /// <c>statx</c> (so that tests reach that path on Linux too).</summary>
+    internal static ImageFolderListing ListImages(string folder, bool useFileStatus)
     {
         ArgumentNullException.ThrowIfNull(folder);
         if (!Directory.Exists(folder))
@@ -91,7 +95,7 @@ public static class ImageFolder
 
         candidates.Sort(StringComparer.Ordinal);
         // Each file once: of the paths to one file, the one that is not a link (else the first) is kept.
-        var examined = candidates.Select(f => (File: f, Status: Examine(f))).ToList();
+        var examined = candidates.Select(f => (File: f, Status: Examine(f, useFileStatus))).ToList();
         var kept = examined
             .GroupBy(e => e.Status.Identity, StringComparer.Ordinal)
             .Select(g => g.OrderBy(e => e.Status.IsLink).ThenBy(e => e.File, StringComparer.Ordinal).First().File)
@@ -115,7 +119,7 @@ public static class ImageFolder
     /// <param name="labelsFromSubfolders">Whether the name of each image's first-level sub-folder becomes its label.</param>
     /// <param name="crop">Crop to the target aspect ratio (centre) instead of stretching.</param>
     /// <returns>The data: "Path", "Pixels" (Single vector C·H·W) and, with labels, "Label" (key).</returns>
-    /// <exception cref="InvalidDataException">An image file is refused (see <see cref="ListImages"/>); the message names it.</exception>
+    /// <exception cref="InvalidDataException">An image file is refused (see <see cref="ListImages(string)"/>); the message names it.</exception>
     /// <exception cref="IOException">An image file cannot be read, or is a broken link; the message names it.</exception>
     /// <exception cref="UnauthorizedAccessException">An image file or a folder may not be read; the message names it.</exception>
     public static IDataView Load(MLContext mlContext, string folder, int imageSize, int channels = 1, bool labelsFromSubfolders = false, bool crop = true)
@@ -154,7 +158,7 @@ public static class ImageFolder
 
     // What the path names, without opening it: a regular file (or a link to one) passes and gets an identity that two paths
     // of the same file share; anything else is refused naming the file.
-    private static (string Identity, bool IsLink) Examine(string file)
+    private static (string Identity, bool IsLink) Examine(string file, bool useFileStatus)
     {
         string? target = null;
         try
@@ -165,7 +169,7 @@ public static class ImageFolder
         {
         }
 
-        if (FileStatus.TryGet(file, out var kind, out var id, out int errno))
+        if (useFileStatus && FileStatus.TryGet(file, out var kind, out var id, out int errno))
         {
             switch (errno)
             {

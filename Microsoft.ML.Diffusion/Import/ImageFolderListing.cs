@@ -2,7 +2,7 @@ using System.Collections.Generic;
 
 namespace Microsoft.ML.Diffusion.Import;
 
-/// <summary>The images of a folder, as <see cref="ImageFolder.ListImages"/> found and checked them.</summary>
+/// <summary>The images of a folder, as <see cref="ImageFolder.ListImages(string)"/> found and checked them.</summary>
 public sealed class ImageFolderListing
 {
     internal ImageFolderListing(IReadOnlyList<string> files, IReadOnlyList<string> linksNotFollowed, IReadOnlyList<string> duplicates)
