@@ -64,6 +64,27 @@ public sealed class RunFolderTests
     }
 
     [TestMethod]
+    public void TheMainJobRefusesAFolderInUseBeforeWritingAnything()
+    {
+        // This process holds the folder as a run would (flock is per open file: the job's own open is refused too).
+        string output = Path.Combine(directory, "job");
+        Directory.CreateDirectory(output);
+        using (var held = new FileStream(Path.Combine(output, ".lock"), FileMode.Create, FileAccess.ReadWrite, FileShare.None))
+        {
+            using var console = new StringWriter();
+            int code = FashionMnist.FashionMnistJob.Run(new[] { "--steps", "2", "--out", output, "--data", Path.Combine(AppContext.BaseDirectory, "data", "fashion-mnist") }, console);
+            Assert.AreEqual(1, code, console.ToString());
+            StringAssert.Contains(console.ToString(), "Error: The output folder '" + output + "' is in use by another run");
+            if (OperatingSystem.IsLinux())
+            {
+                StringAssert.Contains(console.ToString(), string.Create(CultureInfo.InvariantCulture, $"(process {Environment.ProcessId})"));
+            }
+        }
+
+        CollectionAssert.AreEqual(new[] { ".lock" }, Directory.GetFileSystemEntries(output).Select(Path.GetFileName).ToArray(), "nothing else written");
+    }
+
+    [TestMethod]
     public void AResumeKilledAtAnyMomentKeepsEveryEarlierLogRow()
     {
         string output = Path.Combine(directory, "out");
