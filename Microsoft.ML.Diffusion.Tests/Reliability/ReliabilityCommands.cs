@@ -11,11 +11,18 @@ namespace Microsoft.ML.Diffusion.Tests.Reliability;
 /// </summary>
 internal static class ReliabilityCommands
 {
-    public const string Usage = "damage model|checkpoint|idx|all CASES-PER-KIND SEED | train FOLDER STEPS | kill-campaign RUNS KILLS STEPS SEED";
+    public const string Usage = "damage model|checkpoint|idx|all CASES-PER-KIND SEED | train FOLDER STEPS | kill-campaign RUNS KILLS STEPS SEED | folder-trainer ARGS...";
 
     public static bool TryRun(string[] args, out int exitCode)
     {
         exitCode = 0;
+        if (args.Length >= 1 && args[0] == "folder-trainer")
+        {
+            // The folder trainer in a process of its own (RunFolderTests start, kill and run two of them).
+            exitCode = FolderTrainer.FolderTrainerJob.Run(args[1..], Console.Out);
+            return true;
+        }
+
         if (args.Length == 3 && args[0] == "train")
         {
             KillAndResume.Train(args[1], int.Parse(args[2], CultureInfo.InvariantCulture));

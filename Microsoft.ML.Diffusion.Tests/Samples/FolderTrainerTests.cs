@@ -168,7 +168,7 @@ public sealed class FolderTrainerTests
     }
 
     // 12 images in two sub-folders, of different sizes and aspect ratios: bars (stripes) and rings, in colour or gray.
-    private static void WriteImages(string folder, bool rgb)
+    internal static void WriteImages(string folder, bool rgb)
     {
         for (int i = 0; i < 12; i++)
         {

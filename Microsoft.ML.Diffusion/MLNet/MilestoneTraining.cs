@@ -38,8 +38,11 @@ public static class MilestoneTraining
     /// </param>
     /// <returns>The final sampler.</returns>
     /// <exception cref="InvalidOperationException">
-    /// The checkpoint folder already holds a run and <see cref="DiffusionTrainerOptions.Resume"/> is false.
+    /// The checkpoint folder already holds a run and <see cref="DiffusionTrainerOptions.Resume"/> is false, or the
+    /// checkpoint a milestone continues from was deleted during the run.
     /// </exception>
+    /// <exception cref="DirectoryNotFoundException">The checkpoint folder was deleted or moved during the run.</exception>
+    /// <exception cref="InvalidDataException">Resuming, and every checkpoint of the folder is damaged.</exception>
     public static DiffusionSampler Fit(MLContext mlContext, IDataView data, DiffusionTrainerOptions options, int every, Action<DiffusionSampler> milestone)
     {
         ArgumentNullException.ThrowIfNull(mlContext);
@@ -57,17 +60,15 @@ public static class MilestoneTraining
         }
 
         options.Validate();
-        int start = LatestStep(directory);
-        if (start > 0 && !options.Resume)
+        int newest = StepOf(Checkpoint.FindLatest(directory));
+        if (newest > 0 && !options.Resume)
         {
             throw new InvalidOperationException(
-                $"'{directory}' already holds checkpoints of a run (the newest at step {start}): set Resume to continue it, or use an empty folder.");
+                $"'{directory}' already holds checkpoints of a run (the newest at step {newest}): set Resume to continue it, or use an empty folder.");
         }
 
-        if (!options.Resume)
-        {
-            start = 0;
-        }
+        // Where the first segment's resume continues from: the newest intact checkpoint (a damaged newer one is skipped).
+        int start = options.Resume ? StepOf(Checkpoint.FindLatestIntact(directory, null)) : 0;
 
         var cached = mlContext.Data.Cache(data);
         int total = options.TrainSteps;
@@ -79,10 +80,18 @@ public static class MilestoneTraining
         {
             while (true)
             {
+                // Each segment continues from the checkpoint the one before wrote: if it is gone (the folder deleted or
+                // emptied meanwhile), stop rather than start again from step 0.
+                if (done > 0)
+                {
+                    RequireCheckpoint(directory, done);
+                }
+
                 var segment = Copy(options);
                 segment.TrainSteps = Math.Min(total, ((done / every) + 1) * every);
                 segment.WarmupSteps = options.EffectiveWarmupSteps;
                 segment.Resume = options.Resume || done > 0;
+                segment.Training.RequiredResumeStep = done;
                 if (options.MaxTrainingTime is TimeSpan budget)
                 {
                     var left = budget - clock.Elapsed;
@@ -126,6 +135,11 @@ public static class MilestoneTraining
             }
 
             // A budget used up before the first segment: the model as the checkpoints left it.
+            if (current is null && done > 0)
+            {
+                RequireCheckpoint(directory, done);
+            }
+
             current ??= mlContext.Generative().Diffusion(Resumed(options, done)).Fit(cached);
             var result = current;
             current = null;
@@ -137,17 +151,62 @@ public static class MilestoneTraining
         }
     }
 
-    // The step of the newest checkpoint in the folder, or 0.
-    private static int LatestStep(string directory)
+    /// <summary>
+    /// The checkpoint a resume in <paramref name="checkpointDirectory"/> continues from: the newest intact one, or null when
+    /// the folder holds none (a resume then starts at step 0). A newer checkpoint that is damaged (its SHA-256 does not
+    /// match: a disk fault, a copy cut short) is skipped and reported to <paramref name="damaged"/>, which receives a
+    /// sentence naming it, the reason and the checkpoint used instead; training with
+    /// <see cref="DiffusionTrainerOptions.Resume"/> does the same.
+    /// </summary>
+    /// <param name="checkpointDirectory">The checkpoint folder.</param>
+    /// <param name="damaged">Receives a sentence per damaged checkpoint skipped, newest first; may be null.</param>
+    /// <returns>The path of the checkpoint to continue from, or null.</returns>
+    /// <exception cref="InvalidDataException">
+    /// Every checkpoint of the folder is damaged: the message names them and says what to do.
+    /// </exception>
+    public static string? FindResumeCheckpoint(string checkpointDirectory, Action<string>? damaged = null)
     {
-        string? latest = Checkpoint.FindLatest(directory);
-        if (latest is null)
+        ArgumentNullException.ThrowIfNull(checkpointDirectory);
+        var skipped = new System.Collections.Generic.List<(string Path, string Reason)>();
+        string? intact = Checkpoint.FindLatestIntact(checkpointDirectory, (path, reason) => skipped.Add((path, reason)));
+        if (damaged is not null)
+        {
+            foreach (var (path, reason) in skipped)
+            {
+                damaged($"{reason} Continuing from the older intact checkpoint '{intact}' instead; the damaged file is replaced when training reaches its step again.");
+            }
+        }
+
+        return intact;
+    }
+
+    // The step of a checkpoint file (checkpoint-NNNNNNNN.ckpt), or 0 for none.
+    private static int StepOf(string? checkpoint)
+    {
+        if (checkpoint is null)
         {
             return 0;
         }
 
-        string name = Path.GetFileNameWithoutExtension(latest);
+        string name = Path.GetFileNameWithoutExtension(checkpoint);
         return int.TryParse(name[(name.LastIndexOf('-') + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out int step) ? step : 0;
+    }
+
+    private static void RequireCheckpoint(string directory, int step)
+    {
+        if (!Directory.Exists(directory))
+        {
+            throw new DirectoryNotFoundException(
+                $"The checkpoint folder '{directory}' disappeared during the run (deleted or moved) after step {step}: stopping rather than starting again from step 0. "
+                + "Put it back and resume, or start again in a new output folder.");
+        }
+
+        if (StepOf(Checkpoint.FindLatest(directory)) < step)
+        {
+            throw new InvalidOperationException(
+                $"The checkpoint of step {step} is missing from '{directory}' (deleted during the run): stopping rather than starting again from an older step. "
+                + "Put it back and resume, or start again in a new output folder.");
+        }
     }
 
     private static DiffusionTrainerOptions Resumed(DiffusionTrainerOptions options, int step)
@@ -156,6 +215,7 @@ public static class MilestoneTraining
         copy.TrainSteps = step;
         copy.WarmupSteps = options.EffectiveWarmupSteps;
         copy.Resume = step > 0;
+        copy.Training.RequiredResumeStep = step;
         copy.MaxTrainingTime = null;
         return copy;
     }

@@ -1,5 +1,4 @@
 using System;
-using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
 using System.IO;
@@ -41,32 +40,53 @@ public static class FashionMnistJob
         }
 
         var total = Stopwatch.StartNew();
-        Directory.CreateDirectory(options.Out);
         var mlContext = new MLContext(seed: options.Seed);
         var source = FindData(options.Data);
         console.WriteLine($"Data: {source.Description}");
         var (train, test) = Split(mlContext, source, holdOut: options.Metrics);
 
+        // The output folder is this run's alone from here (a second process on it stops at once, having touched nothing).
         var trainer = ToTrainerOptions(options);
+        trainer.Validate();
+        RunFolder held;
+        try
+        {
+            held = RunFolder.Acquire(options.Out);
+        }
+        catch (IOException ex)
+        {
+            console.WriteLine($"Error: {ex.Message}");
+            return 1;
+        }
+
+        using var folder = held;
         if (options.Experiment is double minutes)
         {
             trainer = Experiment(mlContext, trainer, train, minutes, console);
         }
 
-        using var log = new StreamWriter(Path.Combine(options.Out, "training-log.csv"));
-        log.WriteLine("step,loss,lr,images_per_second");
+        // On --resume the log keeps the rows up to the checkpoint the run continues from and appends after them.
+        string? resumeFrom = options.Resume
+            ? MilestoneTraining.FindResumeCheckpoint(trainer.CheckpointDirectory!, damaged => console.WriteLine($"Warning: {damaged}"))
+            : null;
+        int resumeStep = resumeFrom is null ? 0 : int.Parse(Path.GetFileNameWithoutExtension(resumeFrom)["checkpoint-".Length..], CultureInfo.InvariantCulture);
+        if (resumeFrom is not null)
+        {
+            console.WriteLine($"Resuming from step {resumeStep} ({resumeFrom}).");
+        }
+
+        using var log = TrainingLog.Open(Path.Combine(options.Out, "training-log.csv"), resumeStep);
         var display = new TrainingDisplay(console, trainer.MaxTrainingTime, trainer.EffectiveWarmupSteps);
-        var curve = new List<TrainingProgress>();
+        var curve = log.Rows.ToList();
         trainer.Progress = new Reporter(p =>
         {
             curve.Add(p);
-            log.WriteLine(FormattableString.Invariant($"{p.Step},{p.Loss:G6},{p.LearningRate:G6},{p.ImagesPerSecond:F2}"));
+            log.Append(p);
             display.Show(p);
         });
 
         var trainingClock = Stopwatch.StartNew();
         using var sampler = display.Run(() => mlContext.Generative().Diffusion(trainer).Fit(train));
-        log.Flush();
         if (curve.Count > 0)
         {
             TrainingCurve.Save(curve, Path.Combine(options.Out, "training-curve.png"));

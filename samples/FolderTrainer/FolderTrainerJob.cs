@@ -68,14 +68,6 @@ public static class FolderTrainerJob
             throw new DirectoryNotFoundException($"The image folder '{options.Folder}' does not exist.");
         }
 
-        string checkpoints = Path.Combine(options.Out, "checkpoints");
-        int resumeStep = LatestCheckpointStep(checkpoints);
-        if (resumeStep > 0 && !options.Resume)
-        {
-            console.WriteLine($"'{options.Out}' already holds a run (its newest checkpoint is at step {resumeStep}): pass --resume to continue it, or choose another --out.");
-            return 2;
-        }
-
         string[] files = Directory.EnumerateFiles(options.Folder, "*", SearchOption.AllDirectories)
             .Where(f => Extensions.Contains(Path.GetExtension(f).ToLowerInvariant())).OrderBy(f => f, StringComparer.Ordinal).ToArray();
         int channels = options.Channels switch
@@ -96,7 +88,25 @@ public static class FolderTrainerJob
         }
 
         console.WriteLine($"Data: {files.Length} images in {Path.GetFullPath(options.Folder)}{classes}; as {options.Size}×{options.Size} {(channels == 1 ? "gray" : "RGB")}.");
-        Directory.CreateDirectory(options.Out);
+
+        // Nothing is written to --out before the inputs and the settings are known good; then the folder is this run's
+        // alone (a second process on it stops here, having touched nothing).
+        string checkpoints = Path.Combine(options.Out, "checkpoints");
+        ToTrainerOptions(options, channels, options.Warmup ?? DefaultWarmup, checkpoints).Validate();
+        using var folder = RunFolder.Acquire(options.Out);
+        int newest = LatestCheckpointStep(checkpoints);
+        if (newest > 0 && !options.Resume)
+        {
+            console.WriteLine($"'{options.Out}' already holds a run (its newest checkpoint is at step {newest}): pass --resume to continue it, or choose another --out.");
+            return 2;
+        }
+
+        // A damaged newest checkpoint (disk fault, a copy cut short) is reported and the newest intact one is used.
+        string? resumeFrom = options.Resume
+            ? MilestoneTraining.FindResumeCheckpoint(checkpoints, damaged => console.WriteLine($"Warning: {damaged}"))
+            : null;
+        int resumeStep = resumeFrom is null ? 0 : StepOf(resumeFrom);
+
         TimeSpan? budget = options.Minutes is double minutes ? TimeSpan.FromMinutes(minutes) : null;
         bool resuming = options.Resume && resumeStep > 0;
         string warmupFile = Path.Combine(options.Out, "warmup-steps.txt");
@@ -104,17 +114,12 @@ public static class FolderTrainerJob
         var trainer = ToTrainerOptions(options, channels, warmup, checkpoints);
         trainer.Validate();
 
-        string logPath = Path.Combine(options.Out, "training-log.csv");
-        var curve = options.Resume ? ReadLog(logPath).Where(p => p.Step <= resumeStep).ToList() : new List<TrainingProgress>();
+        // The rows up to the resumed step are kept (those after it are trained again); a kill at any moment loses none of them.
+        using var log = TrainingLog.Open(Path.Combine(options.Out, "training-log.csv"), resumeStep);
+        var curve = log.Rows.ToList();
         console.WriteLine(resuming
-            ? $"Resuming from step {resumeStep} of {options.Steps} ({checkpoints})."
+            ? $"Resuming from step {resumeStep} of {options.Steps} ({resumeFrom})."
             : $"Training {options.Steps} steps of {options.Batch} images; a sample grid and a model file every {options.SampleEvery} steps in {Path.GetFullPath(options.Out)}.");
-        using var log = new StreamWriter(logPath, append: false);
-        log.WriteLine("step,loss,lr,images_per_second");
-        foreach (var p in curve)
-        {
-            WriteRow(log, p);
-        }
 
         // A time budget with the default warm-up: time the first steps, then make the warm-up a share of the steps the
         // budget allows, so that a short budget is not all warm-up (the run continues from those steps' checkpoint).
@@ -124,7 +129,7 @@ public static class FolderTrainerJob
             warmup = FitWarmupToBudget(mlContext, data, options, channels, checkpoints, limit, p =>
             {
                 curve.Add(p);
-                WriteRow(log, p);
+                log.Append(p);
             }, console);
             File.WriteAllText(warmupFile, warmup.ToString(CultureInfo.InvariantCulture));
             trainer = ToTrainerOptions(options, channels, warmup, checkpoints);
@@ -138,7 +143,7 @@ public static class FolderTrainerJob
         trainer.Progress = new Reporter(p =>
         {
             curve.Add(p);
-            WriteRow(log, p);
+            log.Append(p);
             display.Show(p with { Elapsed = p.Elapsed + before });
         });
 
@@ -149,7 +154,6 @@ public static class FolderTrainerJob
             string model = string.Create(CultureInfo.InvariantCulture, $"model-{step:D6}.zip");
             WriteGrid(milestone, options, Path.Combine(options.Out, grid));
             milestone.Save(mlContext, Path.Combine(options.Out, model));
-            log.Flush();
             if (curve.Count > 0)
             {
                 TrainingCurve.Save(curve, Path.Combine(options.Out, "training-curve.png"));
@@ -157,7 +161,6 @@ public static class FolderTrainerJob
 
             display.WriteLine($"step {step}: {grid}, {model}, training-curve.png");
         }));
-        log.Flush();
         sampler.Save(mlContext, Path.Combine(options.Out, "model.zip"));
         console.WriteLine($"Trained to step {sampler.Model.TrainedSteps} in {total.Elapsed:hh\\:mm\\:ss}. Wrote {Path.GetFullPath(options.Out)}: model.zip (the final model), "
             + "sample-*.png, model-*.zip, training-log.csv, training-curve.png, checkpoints/.");
@@ -286,29 +289,8 @@ public static class FolderTrainerJob
             .Max();
     }
 
-    private static void WriteRow(StreamWriter log, TrainingProgress p) =>
-        log.WriteLine(FormattableString.Invariant($"{p.Step},{p.Loss:G6},{p.LearningRate:G6},{p.ImagesPerSecond:F2}"));
-
-    private static IEnumerable<TrainingProgress> ReadLog(string path)
-    {
-        if (!File.Exists(path))
-        {
-            yield break;
-        }
-
-        foreach (string line in File.ReadLines(path).Skip(1))
-        {
-            string[] f = line.Split(',');
-            if (f.Length == 4
-                && int.TryParse(f[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out int step)
-                && double.TryParse(f[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double loss)
-                && double.TryParse(f[2], NumberStyles.Float, CultureInfo.InvariantCulture, out double lr)
-                && double.TryParse(f[3], NumberStyles.Float, CultureInfo.InvariantCulture, out double rate))
-            {
-                yield return new TrainingProgress(step, 0, loss, lr, rate, TimeSpan.Zero, TimeSpan.Zero, 0);
-            }
-        }
-    }
+    private static int StepOf(string checkpoint) =>
+        int.TryParse(Path.GetFileNameWithoutExtension(checkpoint)["checkpoint-".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out int step) ? step : 0;
 
     private sealed class Reporter : IProgress<TrainingProgress>
     {

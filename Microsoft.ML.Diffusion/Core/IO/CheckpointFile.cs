@@ -37,16 +37,76 @@ internal static class CheckpointFile
     public static string? FindLatest(string directory) => Directory.Exists(directory) ? List(directory).LastOrDefault() : null;
 
     /// <summary>
-    /// Writes a checkpoint atomically: the container around <paramref name="content"/>, then keeps the newest
-    /// <paramref name="keep"/> checkpoints of the folder and removes temporary files that killed runs left.
+    /// The newest checkpoint of the folder whose container is intact (magic, format, SHA-256), or null when the folder
+    /// holds none. Newer damaged ones are passed to <paramref name="damaged"/> with the reason, newest first.
     /// </summary>
-    public static void Write(string directory, int step, int keep, Action<BinaryWriter> content)
+    /// <exception cref="InvalidDataException">
+    /// The folder holds checkpoints and every one is damaged: the message names them and what to do (starting again from
+    /// step 0 silently would throw the run away).
+    /// </exception>
+    public static string? FindLatestIntact(string directory, Action<string, string>? damaged)
     {
-        Directory.CreateDirectory(directory);
+        if (!Directory.Exists(directory))
+        {
+            return null;
+        }
+
+        string[] all = List(directory);
+        string? firstReason = null;
+        foreach (string path in Enumerable.Reverse(all))
+        {
+            try
+            {
+                using var stream = File.OpenRead(path);
+                using var reader = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+                _ = OpenVerified(reader, stream, path);
+                return path;
+            }
+            catch (Exception ex) when (ex is InvalidDataException or EndOfStreamException)
+            {
+                firstReason ??= ex.Message;
+                damaged?.Invoke(path, ex.Message);
+            }
+        }
+
+        return all.Length == 0
+            ? null
+            : throw new InvalidDataException(
+                $"{firstReason} No intact checkpoint is left in '{directory}' ({string.Join(", ", all.Select(Path.GetFileName))}): "
+                + "restore them from a copy, or move them away to start the run again from step 0.");
+    }
+
+    /// <summary>
+    /// Writes a checkpoint atomically: the container around <paramref name="content"/>, then keeps the newest
+    /// <paramref name="keep"/> checkpoints of the folder and removes temporary files that killed runs left. A write that
+    /// fails (a full disk) removes its temporary file before the exception goes on.
+    /// </summary>
+    /// <param name="directory">The checkpoint folder.</param>
+    /// <param name="step">The step the checkpoint is taken at.</param>
+    /// <param name="keep">How many checkpoints to keep.</param>
+    /// <param name="content">Writes the content.</param>
+    /// <param name="createDirectory">
+    /// Whether to create the folder when it is missing; false during a run, where a missing folder means that it was
+    /// deleted or moved meanwhile (then <see cref="DirectoryNotFoundException"/> naming it).
+    /// </param>
+    public static void Write(string directory, int step, int keep, Action<BinaryWriter> content, bool createDirectory = true)
+    {
+        if (createDirectory)
+        {
+            Directory.CreateDirectory(directory);
+        }
+        else if (!Directory.Exists(directory))
+        {
+            throw new DirectoryNotFoundException(
+                $"The checkpoint folder '{directory}' disappeared during the run (deleted or moved): stopping rather than training on without checkpoints. "
+                + "Put it back and resume, or start again in a new output folder.");
+        }
+
         string path = PathFor(directory, step);
         string temp = path + TemporarySuffix;
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        try
         {
+            using var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None);
             using (var hashing = new HashingStream(file))
             using (var writer = new BinaryWriter(hashing, System.Text.Encoding.UTF8, leaveOpen: true))
             {
@@ -60,9 +120,24 @@ internal static class CheckpointFile
 
             file.Flush(flushToDisk: true);
         }
+        catch
+        {
+            DeleteQuietly(temp);
+            throw;
+        }
 
+        // The test hook simulates a crash here (no clean-up runs after a crash), so it stays outside the clean-up.
         BeforeRename?.Invoke(temp);
-        AtomicFile.Replace(temp, path);
+        try
+        {
+            AtomicFile.Replace(temp, path);
+        }
+        catch
+        {
+            DeleteQuietly(temp);
+            throw;
+        }
+
         foreach (string old in List(directory).SkipLast(Math.Max(1, keep)))
         {
             File.Delete(old);
@@ -111,6 +186,18 @@ internal static class CheckpointFile
     /// <summary>Whether the end marker follows and closes the content exactly at <paramref name="end"/>.</summary>
     public static bool ReadTrailer(BinaryReader reader, Stream stream, long end) =>
         System.Text.Encoding.ASCII.GetString(reader.ReadBytes(Trailer.Length)) == Trailer && stream.Position == end;
+
+    private static void DeleteQuietly(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // The original failure is the one to report.
+        }
+    }
 
     private static string[] List(string directory) =>
         Directory.GetFiles(directory, "checkpoint-*" + Extension)

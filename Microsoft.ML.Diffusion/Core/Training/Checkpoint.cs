@@ -44,7 +44,10 @@ internal static class Checkpoint
     /// <summary>The newest complete checkpoint in the folder (temporary files are ignored), or null.</summary>
     public static string? FindLatest(string directory) => CheckpointFile.FindLatest(directory);
 
-    public static void Write(string directory, TrainingState state, int keep) => CheckpointFile.Write(directory, state.Step, keep, writer =>
+    /// <summary>The newest intact checkpoint in the folder, or null; see <see cref="CheckpointFile.FindLatestIntact"/>.</summary>
+    public static string? FindLatestIntact(string directory, Action<string, string>? damaged) => CheckpointFile.FindLatestIntact(directory, damaged);
+
+    public static void Write(string directory, TrainingState state, int keep, bool createDirectory = true) => CheckpointFile.Write(directory, state.Step, keep, writer =>
     {
         writer.Write(state.Step);
         writer.Write(state.Fingerprint);
@@ -71,7 +74,7 @@ internal static class Checkpoint
         }
 
         state.Optimizer.Save(writer);
-    });
+    }, createDirectory);
 
     /// <summary>Checks that a checkpoint is complete and undamaged (its magic, format and SHA-256) without restoring it.</summary>
     /// <exception cref="InvalidDataException">It is not, with the reason and the file's name.</exception>

@@ -1,5 +1,6 @@
 using System;
 using System.Diagnostics;
+using System.IO;
 using System.Linq;
 using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Runtime;
@@ -59,10 +60,28 @@ internal sealed class DiffusionTrainingLoop
         long count = data.Count;
         using var state = new TrainingState(network, optimizer, ema, noiseGenerator, orderGenerator, DeviceRandom.Permutation(count, CPU, orderGenerator).DetachFromDisposeScope(), fingerprint);
         string? directory = options.CheckpointDirectory;
-        if (options.Resume && directory is not null && Checkpoint.FindLatest(directory) is string latest)
+        // A damaged newest checkpoint (the atomic writes rule out a crash as the cause: a disk fault, a copy cut short) is
+        // reported and the newest intact one is used: the older checkpoints are kept for exactly this. Only damaged ones
+        // left: refused (InvalidDataException), never a silent start from step 0.
+        if (options.Resume && directory is not null
+            && Checkpoint.FindLatestIntact(directory, (path, reason) => log($"Skipped the damaged checkpoint '{path}': {reason}")) is string latest)
         {
             Checkpoint.Read(latest, state);
             log($"Resumed from '{latest}' at step {state.Step}.");
+        }
+
+        if (state.Step < options.RequiredResumeStep)
+        {
+            throw new InvalidOperationException(
+                $"The checkpoint of step {options.RequiredResumeStep} is gone from '{directory}' (the folder or its files were deleted or moved during the run): "
+                + "stopping rather than starting again from an earlier step. Put it back and resume, or start again in a new output folder.");
+        }
+
+        // Created now, so that a checkpoint folder deleted or moved during the run stops it (Checkpoint.Write) instead of
+        // being silently created again.
+        if (directory is not null)
+        {
+            Directory.CreateDirectory(directory);
         }
 
         int warmup = options.EffectiveWarmupSteps;
@@ -178,7 +197,7 @@ internal sealed class DiffusionTrainingLoop
             bool outOfTime = options.MaxTrainingTime is TimeSpan budget && clock.Elapsed >= budget && done < options.TrainSteps;
             if (directory is not null && (done % options.CheckpointEvery == 0 || done == options.TrainSteps || outOfTime))
             {
-                Checkpoint.Write(directory, state, options.KeepCheckpoints);
+                Checkpoint.Write(directory, state, options.KeepCheckpoints, createDirectory: false);
             }
 
             if (outOfTime)

@@ -63,6 +63,13 @@ internal sealed class TrainingSettings
     /// <summary>Gets or sets a value indicating whether training continues from the newest checkpoint.</summary>
     public bool Resume { get; set; }
 
+    /// <summary>
+    /// Gets or sets the step that a resume must reach at least (0: none required): milestone training continues each
+    /// segment from the checkpoint the one before wrote, and a checkpoint folder deleted meanwhile must stop the run, not
+    /// start it again from step 0.
+    /// </summary>
+    internal int RequiredResumeStep { get; set; }
+
     /// <summary>Gets or sets a token that stops training between steps.</summary>
     public CancellationToken CancellationToken { get; set; }
 
