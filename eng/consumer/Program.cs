@@ -7,6 +7,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Sampling;
 
 if (args.Length != 2 || args[0] is not ("fit" or "load"))
 {
@@ -34,7 +35,7 @@ if (args[0] == "fit")
         BatchSize = 8,
         TrainSteps = 3,
         Seed = 1,
-        Sampling = new DiffusionSamplerOptions { Steps = 4 },
+        Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 4 } },
     });
     model = trainer.Fit(data);
     mlContext.Model.Save(model, data.Schema, args[1]);

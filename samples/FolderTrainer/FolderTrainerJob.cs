@@ -34,7 +34,6 @@ public static class FolderTrainerJob
     private const int ProbeSteps = 4;        // timed under a --minutes budget to size the warm-up
     private const double WarmupShare = 0.1;  // of the steps a --minutes budget allows
 
-    private static readonly string[] Extensions = { ".png", ".jpg", ".jpeg", ".bmp" };
 
     /// <summary>Runs the folder trainer; returns the process exit code (0 done, 1 training failed, 2 bad command line).</summary>
     /// <param name="args">The command line.</param>
@@ -68,8 +67,9 @@ public static class FolderTrainerJob
             throw new DirectoryNotFoundException($"The image folder '{options.Folder}' does not exist.");
         }
 
-        string[] files = Directory.EnumerateFiles(options.Folder, "*", SearchOption.AllDirectories)
-            .Where(f => Extensions.Contains(Path.GetExtension(f).ToLowerInvariant())).OrderBy(f => f, StringComparer.Ordinal).ToArray();
+        // The library's walk: no link loop, each file once, only regular files, every header checked before anything is
+        // decoded (channel detection below decodes a few of them).
+        string[] files = ImageFolder.ListImages(options.Folder).Files.ToArray();
         int channels = options.Channels switch
         {
             "1" => 1,
