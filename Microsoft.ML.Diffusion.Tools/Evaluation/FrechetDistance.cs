@@ -1,4 +1,5 @@
 using System;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -31,7 +32,8 @@ public static class FrechetDistance
         var x = features.to(float64).cpu();
         var mean = x.mean(new long[] { 0 });
         var centered = x - mean;
-        var covariance = centered.t().matmul(centered) / (x.shape[0] - 1);
+        using Scalar degrees = (x.shape[0] - 1).ToScalar();
+        var covariance = centered.t().matmul(centered) / degrees;
         return (mean.MoveToOuterDisposeScope(), covariance.MoveToOuterDisposeScope());
     }
 
@@ -69,10 +71,10 @@ public static class FrechetDistance
         var mu2 = mean2.to(float64).cpu();
         var s1 = Symmetric(covariance1.to(float64).cpu());
         var s2 = Symmetric(covariance2.to(float64).cpu());
-        double meanTerm = (mu1 - mu2).square().sum().item<double>();
+        double meanTerm = (mu1 - mu2).Squared().sum().item<double>();
         var root1 = SquareRoot(s1);
         var product = Symmetric(root1.matmul(s2).matmul(root1));
-        double traceRoot = linalg.eigvalsh(product).clamp_min(0).sqrt().sum().item<double>();
+        double traceRoot = linalg.eigvalsh(product).clamp_min(Scalars.Zero).sqrt().sum().item<double>();
         return meanTerm + s1.trace().item<double>() + s2.trace().item<double>() - (2 * traceRoot);
     }
 
@@ -80,8 +82,8 @@ public static class FrechetDistance
     private static Tensor SquareRoot(Tensor symmetric)
     {
         var (values, vectors) = linalg.eigh(symmetric);
-        return vectors.matmul(diag(values.clamp_min(0).sqrt())).matmul(vectors.t());
+        return vectors.matmul(diag(values.clamp_min(Scalars.Zero).sqrt())).matmul(vectors.t());
     }
 
-    private static Tensor Symmetric(Tensor m) => (m + m.t()) / 2;
+    private static Tensor Symmetric(Tensor m) => m.Plus(m.t()) / Scalars.Two;
 }

@@ -130,7 +130,7 @@ public sealed class DiffusionModel : IDisposable
             if (masks is not null)
             {
                 long maskChannels = masks[0].Length / ((long)ImageHeight * ImageWidth);
-                keep = (tensor(masks.SelectMany(p => p).ToArray(), new long[] { n, maskChannels, ImageHeight, ImageWidth }) != 0).to(float32);
+                keep = (tensor(masks.SelectMany(p => p).ToArray(), new long[] { n, maskChannels, ImageHeight, ImageWidth }).ne(Scalars.Zero)).to(float32);
             }
 
             edit = new ImageEdit(start, keep) { Strength = options.Strength, Resampling = options.Resampling };

@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.IO;
 using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,6 +14,9 @@ namespace Microsoft.ML.Diffusion;
 /// </summary>
 public static class ImageConversion
 {
+    private static readonly Scalar HalfRange = 127.5.ToScalar(); // held, see Core/Runtime/Scalars.cs
+    private static readonly Scalar MaxPixel = 255.ToScalar();
+
     /// <summary>Maps pixel values in [0, 255] to model space [−1, 1]: x = p/127.5 − 1.</summary>
     /// <param name="pixels">Pixel values.</param>
     /// <returns>Model-space values.</returns>
@@ -20,7 +24,7 @@ public static class ImageConversion
     {
         ArgumentNullException.ThrowIfNull(pixels);
         using var scope = NewDisposeScope();
-        return ((pixels.to(float32) / 127.5) - 1.0).MoveToOuterDisposeScope();
+        return ((pixels.to(float32) / HalfRange) - Scalars.OneReal).MoveToOuterDisposeScope();
     }
 
     /// <summary>Maps model space to 8-bit pixel values: p = round((x + 1)·127.5) clamped to [0, 255], as floats.</summary>
@@ -30,7 +34,7 @@ public static class ImageConversion
     {
         ArgumentNullException.ThrowIfNull(images);
         using var scope = NewDisposeScope();
-        return ((images.to(float32) + 1.0) * 127.5).round().clamp(0, 255).MoveToOuterDisposeScope();
+        return (images.to(float32).Plus(Scalars.OneReal) * HalfRange).round().clamp(Scalars.Zero, MaxPixel).MoveToOuterDisposeScope();
     }
 
     /// <summary>Converts a batch of model-space images (C = 1 or 3) to <see cref="MLImage"/>s.</summary>

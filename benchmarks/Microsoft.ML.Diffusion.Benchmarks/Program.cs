@@ -154,7 +154,8 @@ internal static class Measure
             int steps = options.Soak ? 2000 : options.Steps ?? 20;
             // The library's optimizer (as the training loop uses it; Adam = AdamW without weight decay): one flat buffer.
             using var optimizer = new FusedAdamW(diffusion.Model.parameters(), 1e-4, beta1: 0.9, beta2: 0.99, weightDecay: 0);
-            using var images = (rand(batch, unetOptions.Channels, size, size) * 2 - 1).to(device);
+            using Scalar two = 2.ToScalar(), one = 1.ToScalar(); // held while libtorch reads them (MLDIFF100)
+            using var images = (rand(batch, unetOptions.Channels, size, size) * two - one).to(device);
             using var generator = new Generator(0, CPU); // as the training loop draws t and ε (DeviceRandom)
             for (int step = 0; step < warmup + steps; step++)
             {
@@ -168,7 +169,8 @@ internal static class Measure
                     {
                         // The gradient of the batch mean, in chunks (--micro-batch): the same work in smaller tensors.
                         var part = chunk == batch ? images : images[start..Math.Min(batch, start + chunk)];
-                        var loss = diffusion.Loss(part, generator: stepGenerator) * ((double)part.shape[0] / batch);
+                        using Scalar share = ((double)part.shape[0] / batch).ToScalar(); // held while libtorch reads it (MLDIFF100)
+                        var loss = diffusion.Loss(part, generator: stepGenerator) * share;
                         loss.backward();
                     }
 

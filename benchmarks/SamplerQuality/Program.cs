@@ -116,7 +116,7 @@ internal static class EditingPictures
         var keep = zeros(new long[] { Items, 1, 28, 28 });
         keep[.., .., 14.., ..] = 1;
         var inpainted = algorithm.Sample(sampler.Model.Diffusion, seeds, labels, null, new ImageEdit(originals, keep) { Resampling = 3 });
-        var masked = (originals * keep) + ((1 - keep) * -1);
+        var masked = (originals * keep) - (ones_like(keep) - keep); // the regenerated part shown black
         var rows = new System.Collections.Generic.List<Tensor>();
         var captions = new System.Collections.Generic.List<string>();
         for (int i = 0; i < Items; i++)

@@ -46,7 +46,7 @@ Console.WriteLine($"wrote 4 samples to {Path.GetFullPath(output)} in {clock.Elap
 // Each picture holds 1 to 3 bright bars, all horizontal or all vertical, on a dark background.
 static Tensor Bars(int batch, Generator generator)
 {
-    var images = full(new long[] { batch, 1, 16, 16 }, -1f);
+    var images = -ones(new long[] { batch, 1, 16, 16 });
     var vertical = randint(0, 2, new long[] { batch }, generator: generator).data<long>().ToArray();
     var positions = randint(0, 14, new long[] { batch, 3 }, generator: generator).data<long>().ToArray();
     var counts = randint(1, 4, new long[] { batch }, generator: generator).data<long>().ToArray();

@@ -20,7 +20,8 @@ namespace Microsoft.ML.Diffusion.Core.Diffusion;
 /// </remarks>
 public sealed class GaussianDiffusion : nn.Module
 {
-    private const double Ln2 = 0.69314718055994530942;
+    private static readonly Scalar Ln2 = 0.69314718055994530942.ToScalar();
+    private static readonly Scalar MinusOne = (-1.0).ToScalar(); // clipping x₀ to [−1, 1]
     private readonly GaussianDiffusionOptions options;
     private readonly Denoiser model;
     private readonly bool ownsModel = true;
@@ -256,7 +257,7 @@ public sealed class GaussianDiffusion : nn.Module
     public Tensor QSample(Tensor xStart, Tensor t, Tensor noise)
     {
         using var scope = NewDisposeScope();
-        return ((Extract(sqrt_alphas_cumprod, t, xStart) * xStart) + (Extract(sqrt_one_minus_alphas_cumprod, t, xStart) * noise)).MoveToOuterDisposeScope();
+        return (Extract(sqrt_alphas_cumprod, t, xStart) * xStart).Plus(Extract(sqrt_one_minus_alphas_cumprod, t, xStart) * noise).MoveToOuterDisposeScope();
     }
 
     /// <summary>x₀ = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t (eq. 4 solved for x₀).</summary>
@@ -311,7 +312,7 @@ public sealed class GaussianDiffusion : nn.Module
     public (Tensor Mean, Tensor Variance, Tensor LogVariance) QPosterior(Tensor xStart, Tensor xt, Tensor t)
     {
         using var scope = NewDisposeScope();
-        var mean = (Extract(posterior_mean_coef1, t, xt) * xStart) + (Extract(posterior_mean_coef2, t, xt) * xt);
+        var mean = (Extract(posterior_mean_coef1, t, xt) * xStart).Plus(Extract(posterior_mean_coef2, t, xt) * xt);
         var variance = Extract(posterior_variance, t, xt);
         var logVariance = Extract(posterior_log_variance_clipped, t, xt);
         return (mean.MoveToOuterDisposeScope(), variance.MoveToOuterDisposeScope(), logVariance.MoveToOuterDisposeScope());
@@ -332,8 +333,9 @@ public sealed class GaussianDiffusion : nn.Module
 
         using var scope = NewDisposeScope();
         var conditional = model.forward(xt, NetworkTime(t), classes);
-        var unconditional = model.forward(xt, NetworkTime(t), full_like(classes, model.ClassCount));
-        var guided = unconditional + (guidanceScale * (conditional - unconditional));
+        using Scalar nullClass = model.ClassCount.ToScalar(), scale = guidanceScale.ToScalar();
+        var unconditional = model.forward(xt, NetworkTime(t), full_like(classes, nullClass));
+        var guided = unconditional.Plus(scale * (conditional - unconditional));
         if (Variance == VarianceType.LearnedRange)
         {
             // Guide the mean part only; keep the conditional variance.
@@ -382,10 +384,10 @@ public sealed class GaussianDiffusion : nn.Module
             default:
                 var parts = output.chunk(2, 1);
                 meanOutput = parts[0];
-                var fraction = (parts[1] + 1) / 2;
+                var fraction = parts[1].Plus(Scalars.One) / Scalars.Two;
                 var minLog = Extract(posterior_log_variance_clipped, t, xt);
                 var maxLog = Extract(log_betas, t, xt);
-                logVariance = (fraction * maxLog) + ((1 - fraction) * minLog);
+                logVariance = (fraction * maxLog).Plus(Scalars.One.Minus(fraction) * minLog);
                 variance = logVariance.exp();
                 break;
         }
@@ -398,7 +400,7 @@ public sealed class GaussianDiffusion : nn.Module
         };
         if (clipDenoised)
         {
-            start = start.clamp(-1.0, 1.0);
+            start = start.clamp(MinusOne, Scalars.OneReal);
         }
 
         var noise = Objective == PredictionTarget.Noise && !clipDenoised ? meanOutput : PredictNoiseFromStart(xt, t, start);
@@ -447,20 +449,21 @@ public sealed class GaussianDiffusion : nn.Module
         var elementwise = LossType switch
         {
             DiffusionLoss.MeanAbsoluteError => difference.abs(),
-            DiffusionLoss.MeanSquaredError => difference.square(),
-            _ => where(difference.abs() < 1.0, 0.5 * difference.square(), difference.abs() - 0.5),
+            DiffusionLoss.MeanSquaredError => difference.Squared(),
+            _ => where(difference.abs() < Scalars.OneReal, Scalars.Half * difference.Squared(), difference.abs() - Scalars.Half),
         };
         var perSample = elementwise.mean(new long[] { 1, 2, 3 });
 
         if (MinSnrGamma is double gamma)
         {
             var ratio = snr.gather(0, t).to(perSample.dtype);
-            var clipped = ratio.clamp_max(gamma);
+            using Scalar limit = gamma.ToScalar();
+            var clipped = ratio.clamp_max(limit);
             var weight = Objective switch
             {
                 PredictionTarget.Noise => clipped / ratio,
                 PredictionTarget.Start => clipped,
-                _ => clipped / (ratio + 1),
+                _ => clipped / ratio.Plus(Scalars.One),
             };
             perSample = perSample * weight;
         }
@@ -470,7 +473,8 @@ public sealed class GaussianDiffusion : nn.Module
             // The bound trains only the variance: the mean part is frozen (improved-diffusion).
             var frozen = cat(new[] { meanOutput.detach(), output.chunk(2, 1)[1] }, 1);
             var vb = VariationalBoundTermFromOutput(frozen, images, xt, t);
-            perSample = perSample + (HybridLambda * Timesteps * vb);
+            using Scalar lambda = (HybridLambda * Timesteps).ToScalar();
+            perSample = perSample.Plus(lambda * vb);
         }
 
         return perSample.MoveToOuterDisposeScope();
@@ -492,11 +496,12 @@ public sealed class GaussianDiffusion : nn.Module
         using var scope = NewDisposeScope();
         using var generator = new Generator(unchecked((ulong)seed), CPU);
         long n = images.shape[0];
-        var t = (arange(n, dtype: float64, device: images.device) * ((double)Timesteps / n)).floor().to(int64);
+        using Scalar count = n.ToScalar(), spacing = ((double)Timesteps / n).ToScalar();
+        var t = (arange(count, dtype: float64, device: images.device) * spacing).floor().to(int64);
         var noise = DeviceRandom.Normal(images.shape, images.device, images.dtype, generator);
         var xt = QSample(images, t, noise);
         var prediction = PMeanVarianceFromOutput(model.forward(xt, NetworkTime(t), classes), xt, t, clipDenoised: false);
-        return (prediction.PredictedNoise - noise).square().mean().item<float>();
+        return (prediction.PredictedNoise - noise).Squared().mean().item<float>();
     }
 
     /// <summary>
@@ -521,7 +526,8 @@ public sealed class GaussianDiffusion : nn.Module
     public Tensor PriorBitsPerDim(Tensor images)
     {
         using var scope = NewDisposeScope();
-        var last = full(images.shape[0], Timesteps - 1, dtype: int64, device: images.device);
+        using Scalar lastStep = (Timesteps - 1).ToScalar();
+        var last = full(images.shape[0], lastStep, dtype: int64, device: images.device);
         var mean = Extract(sqrt_alphas_cumprod, last, images) * images;
         var logVariance = Extract(log_one_minus_alphas_cumprod, last, images).expand_as(images);
         var kl = GaussianMath.NormalKl(mean, logVariance, zeros_like(mean), zeros_like(mean));
@@ -546,14 +552,15 @@ public sealed class GaussianDiffusion : nn.Module
         for (int step = Timesteps - 1; step >= 0; step--)
         {
             using var scope = NewDisposeScope();
-            var t = full(n, step, dtype: int64, device: images.device);
+            using Scalar stepScalar = step.ToScalar();
+            var t = full(n, stepScalar, dtype: int64, device: images.device);
             var noise = DeviceRandom.Normal(images.shape, images.device, images.dtype, generator);
             var xt = QSample(images, t, noise);
             terms[.., step] = VariationalBoundTerm(images, xt, t, classes).to(float64);
         }
 
         var prior = PriorBitsPerDim(images).to(float64);
-        var total = terms.sum(new long[] { 1 }) + prior;
+        var total = terms.sum(new long[] { 1 }).Plus(prior);
         return new VariationalBound(total, prior, terms);
     }
 
@@ -565,9 +572,9 @@ public sealed class GaussianDiffusion : nn.Module
         var logVariance = prediction.LogVariance.expand_as(images);
         var kl = GaussianMath.NormalKl(truth.Mean, truth.LogVariance.expand_as(images), prediction.Mean, logVariance);
         var klBits = kl.mean(new long[] { 1, 2, 3 }) / Ln2;
-        var nll = -GaussianMath.DiscretizedGaussianLogLikelihood(images, prediction.Mean, 0.5 * logVariance);
+        var nll = -GaussianMath.DiscretizedGaussianLogLikelihood(images, prediction.Mean, Scalars.Half * logVariance);
         var nllBits = nll.mean(new long[] { 1, 2, 3 }) / Ln2;
-        return where(t == 0, nllBits, klBits).MoveToOuterDisposeScope();
+        return where(t.eq(Scalars.Zero), nllBits, klBits).MoveToOuterDisposeScope();
     }
 
     /// <summary>Releases the buffers, and the network unless this is a respaced view of another diffusion.</summary>

@@ -1,4 +1,5 @@
 using System;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -7,7 +8,15 @@ namespace Microsoft.ML.Diffusion.Core.Diffusion;
 /// <summary>Closed forms for Gaussians used by the variational bound. Every function works elementwise in the inputs' dtype.</summary>
 public static class GaussianMath
 {
-    private const double BucketHalfWidth = 1.0 / 255.0;
+    // Held for the life of the process (see Core/Runtime/Scalars.cs).
+    private static readonly Scalar HalfWidth = (1.0 / 255.0).ToScalar(); // half a bucket of the 8-bit grid on [−1, 1]
+    private static readonly Scalar Tiny = 1e-12.ToScalar();
+    private static readonly Scalar LowestBucket = (-0.999).ToScalar();
+    private static readonly Scalar HighestBucket = 0.999.ToScalar();
+    private static readonly Scalar MinusOne = (-1.0).ToScalar();
+    private static readonly Scalar SqrtTwoOverPi = Math.Sqrt(2.0 / Math.PI).ToScalar();
+    private static readonly Scalar CubicCoefficient = 0.044715.ToScalar();
+    private static readonly Scalar Three = 3.ToScalar();
 
     /// <summary>KL(N(μ₁, e^{logσ²₁}) ‖ N(μ₂, e^{logσ²₂})) in nats, elementwise.</summary>
     /// <param name="mean1">μ₁.</param>
@@ -19,7 +28,7 @@ public static class GaussianMath
     {
         using var scope = NewDisposeScope();
         var diff = mean1 - mean2;
-        var kl = 0.5 * (-1.0 + logVariance2 - logVariance1 + (logVariance1 - logVariance2).exp() + (diff * diff * (-logVariance2).exp()));
+        var kl = Scalars.Half * (logVariance2.Plus(MinusOne) - logVariance1).Plus((logVariance1 - logVariance2).exp()).Plus(diff * diff * (-logVariance2).exp());
         return kl.MoveToOuterDisposeScope();
     }
 
@@ -29,8 +38,8 @@ public static class GaussianMath
     public static Tensor ApproxStandardNormalCdf(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var inner = Math.Sqrt(2.0 / Math.PI) * (x + (0.044715 * x.pow(3)));
-        return (0.5 * (1.0 + inner.tanh())).MoveToOuterDisposeScope();
+        var inner = SqrtTwoOverPi * x.Plus(CubicCoefficient * x.pow(Three));
+        return (Scalars.Half * inner.tanh().Plus(Scalars.OneReal)).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -46,12 +55,12 @@ public static class GaussianMath
         using var scope = NewDisposeScope();
         var centered = x - means;
         var invStdv = (-logScales).exp();
-        var cdfPlus = ApproxStandardNormalCdf(invStdv * (centered + BucketHalfWidth));
-        var cdfMin = ApproxStandardNormalCdf(invStdv * (centered - BucketHalfWidth));
-        var logCdfPlus = cdfPlus.clamp_min(1e-12).log();
-        var logOneMinusCdfMin = (1.0 - cdfMin).clamp_min(1e-12).log();
-        var logCdfDelta = (cdfPlus - cdfMin).clamp_min(1e-12).log();
-        var result = where(x < -0.999, logCdfPlus, where(x > 0.999, logOneMinusCdfMin, logCdfDelta));
+        var cdfPlus = ApproxStandardNormalCdf(invStdv * centered.Plus(HalfWidth));
+        var cdfMin = ApproxStandardNormalCdf(invStdv * (centered - HalfWidth));
+        var logCdfPlus = cdfPlus.clamp_min(Tiny).log();
+        var logOneMinusCdfMin = Scalars.OneReal.Minus(cdfMin).clamp_min(Tiny).log();
+        var logCdfDelta = (cdfPlus - cdfMin).clamp_min(Tiny).log();
+        var result = where(x < LowestBucket, logCdfPlus, where(x > HighestBucket, logOneMinusCdfMin, logCdfDelta));
         return result.MoveToOuterDisposeScope();
     }
 }

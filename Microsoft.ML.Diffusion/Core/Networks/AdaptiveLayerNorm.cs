@@ -1,3 +1,5 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Core.Networks;
@@ -12,7 +14,7 @@ namespace Microsoft.ML.Diffusion.Core.Networks;
 /// </remarks>
 internal static class AdaptiveLayerNorm
 {
-    private const double Epsilon = 1e-6;
+    private static readonly Scalar Epsilon = 1e-6.ToScalar();
 
     /// <param name="x">Tokens N×T×D.</param>
     /// <param name="shift">N×D, one shift per image.</param>
@@ -21,7 +23,7 @@ internal static class AdaptiveLayerNorm
     {
         using var scope = NewDisposeScope();
         var centred = x - x.mean(new long[] { -1 }, keepdim: true);
-        var normalized = centred * (centred.square().mean(new long[] { -1 }, keepdim: true) + Epsilon).rsqrt();
-        return ((normalized * (scale.unsqueeze(1) + 1)) + shift.unsqueeze(1)).MoveToOuterDisposeScope();
+        var normalized = centred * centred.Squared().mean(new long[] { -1 }, keepdim: true).Plus(Epsilon).rsqrt();
+        return (normalized * scale.unsqueeze(1).Plus(Scalars.One)).Plus(shift.unsqueeze(1)).MoveToOuterDisposeScope();
     }
 }

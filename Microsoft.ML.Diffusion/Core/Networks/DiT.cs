@@ -1,5 +1,6 @@
 using System;
 using System.Linq;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -102,8 +103,9 @@ public sealed class DiT : Denoiser
         {
             // The rows of the embedding table, looked up by advanced indexing rather than Embedding's forward (index_select,
             // which has no meta-device kernel in libtorch); the same rows, the same gradient.
-            var labels = classes ?? full(n, options.ClassCount, dtype: int64, device: x.device);
-            c = c + class_embedding.weight![TensorIndex.Tensor(labels.to(int64))];
+            using var unconditional = options.ClassCount.ToScalar();
+            var labels = classes ?? full(n, unconditional, dtype: int64, device: x.device);
+            c = c.Plus(class_embedding.weight![TensorIndex.Tensor(labels.to(int64))]);
         }
 
         foreach (var block in blocks)

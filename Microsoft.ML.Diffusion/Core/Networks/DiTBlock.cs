@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -39,9 +40,9 @@ internal sealed class DiTBlock : nn.Module<Tensor, Tensor, Tensor>
         using var scope = NewDisposeScope();
         var m = modulation.call(nn.functional.silu(condition)).chunk(6, 1); // shift, scale, gate (attention); shift, scale, gate (MLP)
         var h = attention.call(AdaptiveLayerNorm.Modulate(x, m[0], m[1]));
-        x = x + (m[2].unsqueeze(1) * h);
+        x = x.Plus(m[2].unsqueeze(1) * h);
         h = AdaptiveLayerNorm.Modulate(x, m[3], m[4]);
         h = mlp_out.call(nn.functional.gelu(mlp_in.call(h), GELU.Approximate.tanh));
-        return (x + (m[5].unsqueeze(1) * h)).MoveToOuterDisposeScope();
+        return x.Plus(m[5].unsqueeze(1) * h).MoveToOuterDisposeScope();
     }
 }

@@ -15,14 +15,14 @@ internal sealed class FullAttention : nn.Module<Tensor, Tensor>
     private readonly Conv2d to_out;
     private readonly int heads;
     private readonly int dimHead;
-    private readonly double scale;
+    private readonly Scalar scale;
 
     public FullAttention(long dim, int heads, int dimHead)
         : base(nameof(FullAttention))
     {
         this.heads = heads;
         this.dimHead = dimHead;
-        scale = 1.0 / System.Math.Sqrt(dimHead);
+        scale = (1.0 / System.Math.Sqrt(dimHead)).ToScalar();
         long hidden = (long)heads * dimHead;
         norm = new RmsNorm(dim);
         mem_kv = new Parameter(randn(2, heads, MemorySlots, dimHead));

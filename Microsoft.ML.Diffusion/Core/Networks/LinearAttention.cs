@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -24,14 +25,14 @@ internal sealed class LinearAttention : nn.Module<Tensor, Tensor>
     private readonly RmsNorm to_out_norm;
     private readonly int heads;
     private readonly int dimHead;
-    private readonly double scale;
+    private readonly Scalar scale;
 
     public LinearAttention(long dim, int heads, int dimHead)
         : base(nameof(LinearAttention))
     {
         this.heads = heads;
         this.dimHead = dimHead;
-        scale = 1.0 / System.Math.Sqrt(dimHead);
+        scale = (1.0 / System.Math.Sqrt(dimHead)).ToScalar();
         long hidden = (long)heads * dimHead;
         norm = new RmsNorm(dim);
         mem_kv = new Parameter(randn(2, heads, dimHead, MemorySlots));
@@ -59,7 +60,7 @@ internal sealed class LinearAttention : nn.Module<Tensor, Tensor>
         var keysTimesFeatures = matmul(k.narrow(-1, MemorySlots, n).reshape(b, hidden, n), rows).view(b, heads, dimHead, c);
         var valueWeight = weight.narrow(0, 2 * hidden, hidden).view(heads, dimHead, c);
         var context = matmul(keysTimesFeatures, valueWeight.transpose(-1, -2))
-            + matmul(k.narrow(-1, 0, MemorySlots), mem_kv[1].transpose(-1, -2));
+            .Plus(matmul(k.narrow(-1, 0, MemorySlots), mem_kv[1].transpose(-1, -2)));
 
         // W_o·(contextᵀ·(q·scale)) = (W_o·contextᵀ·scale)·q: a dim × hidden matrix per image, then one product with q,
         // written in the input's layout.
@@ -67,8 +68,8 @@ internal sealed class LinearAttention : nn.Module<Tensor, Tensor>
         var mixing = einsum("ohe,bhde->bohd", to_out_conv.weight.view(dim, heads, dimHead), context * scale).reshape(b, dim, hidden);
         var bias = to_out_conv.bias!;
         var output = channelsLast
-            ? (matmul(q.view(b, n, hidden), mixing.transpose(1, 2)) + bias).view(b, height, width, dim).permute(0, 3, 1, 2)
-            : (matmul(mixing, q.view(b, n, hidden).transpose(1, 2)) + bias.view(1, dim, 1)).view(b, dim, height, width);
+            ? matmul(q.view(b, n, hidden), mixing.transpose(1, 2)).Plus(bias).view(b, height, width, dim).permute(0, 3, 1, 2)
+            : matmul(mixing, q.view(b, n, hidden).transpose(1, 2)).Plus(bias.view(1, dim, 1)).view(b, dim, height, width);
         return to_out_norm.call(output).MoveToOuterDisposeScope();
     }
 }

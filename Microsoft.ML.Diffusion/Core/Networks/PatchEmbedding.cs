@@ -1,4 +1,5 @@
 using System;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -52,7 +53,7 @@ internal sealed class PatchEmbedding : nn.Module<Tensor, Tensor>
         long n = x.shape[0], c = x.shape[1], p = weight.shape[2], rows = x.shape[2] / p, columns = x.shape[3] / p;
         var patches = x.reshape(n, c, rows, p, columns, p).permute(0, 2, 4, 1, 3, 5).reshape(n, rows * columns, c * p * p);
         var tokens = nn.functional.linear(patches, weight.view(hiddenSize, c * p * p), proj.bias);
-        return (tokens + Table(rows, columns, tokens.dtype, tokens.device)).MoveToOuterDisposeScope();
+        return tokens.Plus(Table(rows, columns, tokens.dtype, tokens.device)).MoveToOuterDisposeScope();
     }
 
     /// <summary>The (rows·columns)×D table of 2-D sine-cosine position embeddings, in row-major order.</summary>
@@ -60,10 +61,12 @@ internal sealed class PatchEmbedding : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long quarter = hiddenSize / 4;
-        var omega = exp(arange(quarter, dtype: float32, device: device) * (-Math.Log(Theta) / quarter));
+        using Scalar quarterCount = quarter.ToScalar(), step = (-Math.Log(Theta) / quarter).ToScalar();
+        var omega = exp(arange(quarterCount, dtype: float32, device: device) * step);
         Tensor Axis(long length)
         {
-            var angles = arange(length, dtype: float32, device: device).unsqueeze(1) * omega.unsqueeze(0);
+            using Scalar count = length.ToScalar();
+            var angles = arange(count, dtype: float32, device: device).unsqueeze(1) * omega.unsqueeze(0);
             return cat(new[] { angles.sin(), angles.cos() }, 1); // length × D/2
         }
 

@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -19,7 +20,7 @@ internal static class Pointwise
         var y = einsum("oc,bcn->bon", weight.view(o, c), x.reshape(b, c, h * w));
         if (conv.bias is Tensor bias)
         {
-            y = y + bias.view(1, o, 1);
+            y = y.Plus(bias.view(1, o, 1));
         }
 
         return y.view(b, o, h, w).MoveToOuterDisposeScope();

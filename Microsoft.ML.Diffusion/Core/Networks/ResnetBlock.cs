@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -36,10 +37,10 @@ internal sealed class ResnetBlock : nn.Module<Tensor, Tensor, Tensor>
         using var scope = NewDisposeScope();
         var scaleShift = mlp.call(nn.functional.silu(timeEmbedding)).unsqueeze(-1).unsqueeze(-1).chunk(2, 1);
         var h = block1_norm.call(block1_proj.call(x));
-        h = (h * (scaleShift[0] + 1)) + scaleShift[1];
+        h = (h * scaleShift[0].Plus(Scalars.One)).Plus(scaleShift[1]);
         h = block1_dropout.call(nn.functional.silu(h));
         h = nn.functional.silu(block2_norm.call(block2_proj.call(h)));
         var residual = res_conv is null ? x : res_conv.call(x);
-        return (h + residual).MoveToOuterDisposeScope();
+        return h.Plus(residual).MoveToOuterDisposeScope();
     }
 }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -8,13 +9,14 @@ namespace Microsoft.ML.Diffusion.Core.Networks;
 internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter g;
-    private readonly double scale;
+    private static readonly Scalar Tiny = 1e-24.ToScalar();
+    private readonly Scalar scale;
 
     public RmsNorm(long channels)
         : base(nameof(RmsNorm))
     {
         g = new Parameter(ones(1, channels, 1, 1));
-        scale = System.Math.Sqrt(channels);
+        scale = System.Math.Sqrt(channels).ToScalar();
         RegisterComponents();
     }
 
@@ -22,7 +24,7 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         // x / max(‖x‖₂, 1e-12) · g · √C over the channel axis, as F.normalize does, in three kernels instead of its six.
         using var scope = NewDisposeScope();
-        var inverseNorm = x.square().sum(new long[] { 1 }, keepdim: true).clamp_min(1e-24).rsqrt();
+        var inverseNorm = x.Squared().sum(new long[] { 1 }, keepdim: true).clamp_min(Tiny).rsqrt();
         return (x * inverseNorm * (g * scale)).MoveToOuterDisposeScope();
     }
 }

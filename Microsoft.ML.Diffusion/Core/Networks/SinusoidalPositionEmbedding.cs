@@ -26,7 +26,8 @@ internal sealed class SinusoidalPositionEmbedding : nn.Module<Tensor, Tensor>
         int half = dim / 2;
         double step = Math.Log(theta) / (half - 1);
         using var scope = NewDisposeScope();
-        frequencies = new DeviceCopies(exp(arange(half, dtype: float32) * -step));
+        using Scalar count = half.ToScalar(), negativeStep = (-step).ToScalar();
+        frequencies = new DeviceCopies(exp(arange(count, dtype: float32) * negativeStep));
         RegisterComponents();
     }
 

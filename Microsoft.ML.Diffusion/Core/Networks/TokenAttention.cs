@@ -51,7 +51,8 @@ internal sealed class TokenAttention : nn.Module<Tensor, Tensor>
         }
 
         using var scope = NewDisposeScope();
-        var weights = (matmul(q, k.transpose(-2, -1)) * (1.0 / System.Math.Sqrt(q.shape[^1]))).softmax(-1);
+        using var scale = (1.0 / System.Math.Sqrt(q.shape[^1])).ToScalar();
+        var weights = (matmul(q, k.transpose(-2, -1)) * scale).softmax(-1);
         return matmul(weights, v).MoveToOuterDisposeScope();
     }
 }

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -125,8 +126,9 @@ public sealed class UNet : Denoiser
         var t = time_mlp_out.call(nn.functional.gelu(time_mlp_in.call(time_embedding.call(time))));
         if (class_embedding is not null)
         {
-            var labels = classes ?? full(x.shape[0], options.ClassCount, dtype: int64, device: x.device);
-            t = t + class_embedding.call(labels.to(int64));
+            using var unconditional = options.ClassCount.ToScalar();
+            var labels = classes ?? full(x.shape[0], unconditional, dtype: int64, device: x.device);
+            t = t.Plus(class_embedding.call(labels.to(int64)));
         }
 
         var skips = new Stack<Tensor>();
@@ -145,7 +147,7 @@ public sealed class UNet : Denoiser
         depth--;
         h = MemoryFormat.To(h, ChannelsLast(depth));
         h = mid_block1.call(h, t);
-        h = mid_attn.call(h) + h;
+        h = mid_attn.call(h).Plus(h);
         h = mid_block2.call(h, t);
 
         foreach (var level in ups)

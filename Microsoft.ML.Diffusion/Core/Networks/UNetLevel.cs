@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -28,7 +29,7 @@ internal sealed class UNetLevel : nn.Module
     public Tensor Attend(Tensor x)
     {
         using var attended = attn.call(x);
-        return attended + x;
+        return attended.Plus(x);
     }
 
     public Tensor Resample(Tensor x) => resample.call(x);

@@ -1,7 +1,9 @@
 using System;
 using System.Collections.Generic;
 using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using Microsoft.ML.Diffusion.Core.Schedules;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Core.Sampling;
@@ -57,7 +59,8 @@ public sealed class DdimScheduler : DiffusionScheduler
         double aNext = alphaBar[next];
         double sigma = eta * Math.Sqrt((1 - aNext) / (1 - a)) * Math.Sqrt(1 - (a / aNext));
         double c = Math.Sqrt(Math.Max(0.0, 1 - aNext - (sigma * sigma)));
-        var result = (Math.Sqrt(aNext) * modelOutput.PredictedStart) + (c * modelOutput.PredictedNoise);
-        return sigma > 0 ? result + (sigma * noise!) : result;
+        using Scalar startWeight = Math.Sqrt(aNext).ToScalar(), noiseWeight = c.ToScalar(), fresh = sigma.ToScalar();
+        var result = (startWeight * modelOutput.PredictedStart).Plus(noiseWeight * modelOutput.PredictedNoise);
+        return sigma > 0 ? result.Plus(fresh * noise!) : result;
     }
 }

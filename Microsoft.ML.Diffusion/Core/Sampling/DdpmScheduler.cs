@@ -2,7 +2,9 @@ using System;
 using System.Collections.Generic;
 using System.Linq;
 using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using Microsoft.ML.Diffusion.Core.Schedules;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Core.Sampling;
@@ -34,6 +36,6 @@ public sealed class DdpmScheduler : DiffusionScheduler
             return modelOutput.Mean.alias();
         }
 
-        return modelOutput.Mean + ((0.5 * modelOutput.LogVariance).exp() * noise!);
+        return modelOutput.Mean.Plus((Scalars.Half * modelOutput.LogVariance).exp() * noise!);
     }
 }

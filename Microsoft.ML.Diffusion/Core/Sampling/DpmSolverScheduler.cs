@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Schedules;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Core.Sampling;
@@ -82,10 +83,12 @@ public sealed class DpmSolverScheduler : DiffusionScheduler
         if (!firstOrder)
         {
             double r = previousStep / h;
-            data = ((1 + (1 / (2 * r))) * current) - ((1 / (2 * r)) * previous!);
+            using Scalar currentWeight = (1 + (1 / (2 * r))).ToScalar(), previousWeight = (1 / (2 * r)).ToScalar();
+            data = (currentWeight * current) - (previousWeight * previous!);
         }
 
-        var result = (sigmaNext / sigma * sample) - (alphaNext * (Math.Exp(-h) - 1) * data);
+        using Scalar sampleWeight = (sigmaNext / sigma).ToScalar(), dataWeight = (alphaNext * (Math.Exp(-h) - 1)).ToScalar();
+        var result = (sampleWeight * sample) - (dataWeight * data);
         Remember(current, h);
         return result;
     }

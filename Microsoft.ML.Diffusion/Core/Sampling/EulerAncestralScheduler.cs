@@ -1,7 +1,9 @@
 using System;
 using System.Collections.Generic;
 using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using Microsoft.ML.Diffusion.Core.Schedules;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Core.Sampling;
@@ -64,14 +66,16 @@ public sealed class EulerAncestralScheduler : DiffusionScheduler
         double sigmaNext = Math.Sqrt((1 - alphaBar[next]) / alphaBar[next]);
         double up = Math.Min(sigmaNext, eta * Math.Sqrt(sigmaNext * sigmaNext * ((sigma * sigma) - (sigmaNext * sigmaNext)) / (sigma * sigma)));
         double down = Math.Sqrt((sigmaNext * sigmaNext) - (up * up));
-        var scaled = sample / Math.Sqrt(alphaBar[timestep]);
-        var direction = (scaled - modelOutput.PredictedStart) / sigma;
-        var moved = scaled + ((down - sigma) * direction);
+        using Scalar toSigma = Math.Sqrt(alphaBar[timestep]).ToScalar(), sigmaScalar = sigma.ToScalar(), move = (down - sigma).ToScalar();
+        using Scalar fresh = up.ToScalar(), fromSigma = Math.Sqrt(alphaBar[next]).ToScalar();
+        var scaled = sample / toSigma;
+        var direction = (scaled - modelOutput.PredictedStart) / sigmaScalar;
+        var moved = scaled.Plus(move * direction);
         if (up > 0)
         {
-            moved = moved + (up * noise!);
+            moved = moved.Plus(fresh * noise!);
         }
 
-        return moved * Math.Sqrt(alphaBar[next]);
+        return moved * fromSigma;
     }
 }

@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Linq;
 using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -165,7 +166,8 @@ public sealed class SamplingLoop
         if (known is not null)
         {
             using var start = x;
-            x = diffusion.QSample(known, full(padded, steps[0], dtype: int64, device: device), start);
+            using Scalar first = steps[0].ToScalar();
+            x = diffusion.QSample(known, full(padded, first, dtype: int64, device: device), start);
         }
 
         for (int i = 0; i < steps.Count; i++)
@@ -181,14 +183,16 @@ public sealed class SamplingLoop
                 {
                     // RePaint: go back from x_next to x_t with fresh noise, q(x_t | x_next), and do the step again.
                     double ratio = diffusion.Schedule.AlphasCumprod[t] / diffusion.Schedule.AlphasCumprod[next];
-                    x = (Math.Sqrt(ratio) * x) + (Math.Sqrt(1 - ratio) * editNoise!.Next());
+                    using Scalar kept = Math.Sqrt(ratio).ToScalar(), added = Math.Sqrt(1 - ratio).ToScalar();
+                    x = (kept * x).Plus(added * editNoise!.Next());
                 }
 
                 // Schedulers that inject noise draw it at every step, so that the noise stream does not depend on the
                 // scheduler's choices (DDIM with η = 1 and DDPM follow the same path); deterministic ones draw nothing
                 // after x_T.
                 var fresh = usesStepNoise ? noise.Next() : null;
-                var tensorT = full(chunk, t, dtype: int64, device: device);
+                using Scalar step = t.ToScalar();
+                var tensorT = full(chunk, step, dtype: int64, device: device);
                 var starts = new Tensor[chunks];
                 var results = new Tensor[chunks];
                 for (int c = 0; c < chunks; c++)
@@ -210,8 +214,9 @@ public sealed class SamplingLoop
                 if (keep is not null)
                 {
                     // Inpainting: the kept pixels are the known image at the new noise level (the image itself at the end).
-                    var knownAtNext = next < 0 ? known! : diffusion.QSample(known!, full(padded, next, dtype: int64, device: device), editNoise!.Next());
-                    result = (keep * knownAtNext) + ((1 - keep) * result);
+                    using Scalar nextStep = next.ToScalar();
+                    var knownAtNext = next < 0 ? known! : diffusion.QSample(known!, full(padded, nextStep, dtype: int64, device: device), editNoise!.Next());
+                    result = (keep * knownAtNext).Plus(Scalars.One.Minus(keep) * result);
                 }
 
                 x = result;
@@ -254,7 +259,8 @@ public sealed class SamplingLoop
         var labels = classes.to(int64, device);
         if (padded > labels.shape[0])
         {
-            labels = cat(new[] { labels, full(padded - labels.shape[0], classCount, dtype: int64, device: device) }, 0);
+            using Scalar nullClass = classCount.ToScalar();
+            labels = cat(new[] { labels, full(padded - labels.shape[0], nullClass, dtype: int64, device: device) }, 0);
         }
 
         return labels.MoveToOuterDisposeScope();

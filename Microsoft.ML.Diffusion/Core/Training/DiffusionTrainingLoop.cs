@@ -109,7 +109,7 @@ internal sealed class DiffusionTrainingLoop
                     var images = data.Images.index_select(0, indices).to(device);
                     if (options.RandomHorizontalFlip)
                     {
-                        var flip = DeviceRandom.Uniform(new long[] { images.shape[0], 1, 1, 1 }, device, generator: orderGenerator) < 0.5;
+                        var flip = DeviceRandom.Uniform(new long[] { images.shape[0], 1, 1, 1 }, device, generator: orderGenerator) < Scalars.Half;
                         images = where(flip, images.flip(3), images);
                     }
 
@@ -119,15 +119,16 @@ internal sealed class DiffusionTrainingLoop
                         labels = data.Labels.index_select(0, indices);
                         if (options.ConditionDropout > 0)
                         {
-                            var drop = DeviceRandom.Uniform(new long[] { labels.shape[0] }, CPU, generator: orderGenerator) < options.ConditionDropout;
-                            labels = where(drop, full_like(labels, data.ClassCount), labels);
+                            using Scalar dropout = options.ConditionDropout.ToScalar(), nullClass = data.ClassCount.ToScalar();
+                            var drop = DeviceRandom.Uniform(new long[] { labels.shape[0] }, CPU, generator: orderGenerator) < dropout;
+                            labels = where(drop, full_like(labels, nullClass), labels);
                         }
 
                         labels = labels.to(device);
                     }
 
                     var batchLoss = BackwardInChunks(images, labels, DeviceRandom.ForTrainingStep(device, noiseGenerator, seed, ((long)step * options.GradientAccumulationSteps) + micro));
-                    lossSum = lossSum is null ? batchLoss : lossSum + batchLoss;
+                    lossSum = lossSum is null ? batchLoss : lossSum.Plus(batchLoss);
                 }
 
                 // The step's one host synchronisation: the loss and the gradient norm, read together.
@@ -228,10 +229,11 @@ internal sealed class DiffusionTrainingLoop
             double weight = (double)(end - start) / n / options.GradientAccumulationSteps;
             var part = chunk == n ? images : images[TensorIndex.Slice(start, end)];
             var partLabels = labels is null || chunk == n ? labels : labels[TensorIndex.Slice(start, end)];
-            var loss = diffusion.Loss(part, partLabels, generator) * weight;
+            using Scalar share = weight.ToScalar();
+            var loss = diffusion.Loss(part, partLabels, generator) * share;
             loss.backward();
             var value = loss.detach().to(float64);
-            total = (total is null ? value : total + value).MoveToOuterDisposeScope();
+            total = (total is null ? value : total.Plus(value)).MoveToOuterDisposeScope();
         }
 
         return total!;
@@ -267,6 +269,7 @@ internal sealed class DiffusionTrainingLoop
         }
 
         using var noGrad = no_grad();
-        optimizer.FlatGradients.mul_(coefficient);
+        using Scalar scale = coefficient.ToScalar();
+        optimizer.FlatGradients.mul_(scale);
     }
 }

@@ -81,15 +81,16 @@ public sealed class ExponentialMovingAverage : IDisposable
     {
         double decay = DecayAt(Updates, MaxDecay);
         using var noGrad = no_grad();
+        using Scalar kept = decay.ToScalar(), taken = (1.0 - decay).ToScalar();
         if (flatShadow is not null)
         {
-            flatShadow.mul_(decay).add_(flatParameters!, alpha: 1.0 - decay);
+            flatShadow.mul_(kept).add_(flatParameters!, alpha: taken);
         }
         else
         {
             for (int i = 0; i < shadow.Length; i++)
             {
-                shadow[i].mul_(decay).add_(parameters[i].detach(), alpha: 1.0 - decay);
+                shadow[i].mul_(kept).add_(parameters[i].detach(), alpha: taken);
             }
         }
 

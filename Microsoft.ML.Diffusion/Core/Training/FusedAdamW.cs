@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.IO;
 using System.Linq;
 using Microsoft.ML.Diffusion.Core.IO;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -119,15 +120,18 @@ public sealed class FusedAdamW : IDisposable
         double lr = LearningRate;
         if (WeightDecay != 0)
         {
-            FlatParameters.mul_(1 - (lr * WeightDecay));
+            using Scalar decayed = (1 - (lr * WeightDecay)).ToScalar();
+            FlatParameters.mul_(decayed);
         }
 
         double biasCorrection1 = 1 - Math.Pow(Beta1, Steps);
         double biasCorrection2 = 1 - Math.Pow(Beta2, Steps);
-        expAvg.mul_(Beta1).add_(FlatGradients, alpha: 1 - Beta1);
-        expAvgSq.mul_(Beta2).addcmul_(FlatGradients, FlatGradients, value: 1 - Beta2);
-        var denominator = (expAvgSq.sqrt() / Math.Sqrt(biasCorrection2)).add_(Epsilon);
-        FlatParameters.addcdiv_(expAvg, denominator, value: -lr / biasCorrection1);
+        using Scalar beta1 = Beta1.ToScalar(), oneMinusBeta1 = (1 - Beta1).ToScalar(), beta2 = Beta2.ToScalar(), oneMinusBeta2 = (1 - Beta2).ToScalar();
+        using Scalar correction2 = Math.Sqrt(biasCorrection2).ToScalar(), epsilon = Epsilon.ToScalar(), stepSize = (-lr / biasCorrection1).ToScalar();
+        expAvg.mul_(beta1).add_(FlatGradients, alpha: oneMinusBeta1);
+        expAvgSq.mul_(beta2).addcmul_(FlatGradients, FlatGradients, value: oneMinusBeta2);
+        var denominator = (expAvgSq.sqrt() / correction2).add_(epsilon, Scalars.One);
+        FlatParameters.addcdiv_(expAvg, denominator, value: stepSize);
     }
 
     /// <summary>Writes the state in TorchSharp's <c>optim.AdamW</c> layout (one parameter group, per-tensor moments).</summary>
