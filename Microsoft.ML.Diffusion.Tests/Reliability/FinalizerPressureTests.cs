@@ -19,7 +19,7 @@ namespace Microsoft.ML.Diffusion.Tests.Reliability;
 [TestClass]
 public sealed class FinalizerPressureTests
 {
-    // Rounds of the whole workload; the code before the fix failed within 6 (docs/reliability.md). PRESSURE_ROUNDS=40 ran
+    // Rounds of the whole workload; the code before the fix failed within 6 (docs/native-lifetimes.md). PRESSURE_ROUNDS=40 ran
     // clean in 85 s on this machine kind.
     private static readonly int Rounds = int.Parse(Environment.GetEnvironmentVariable("PRESSURE_ROUNDS") ?? "6", System.Globalization.CultureInfo.InvariantCulture);
 

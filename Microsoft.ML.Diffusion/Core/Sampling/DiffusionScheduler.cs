@@ -18,6 +18,11 @@ namespace Microsoft.ML.Diffusion.Core.Sampling;
 /// A multistep scheduler keeps its earlier predictions in the instance (as diffusers does). The loop never steps the
 /// instance it is given: it steps one <see cref="Clone"/> per chunk of images and disposes it, so one configured scheduler
 /// can serve concurrent generations and every chunk has its own history.
+/// <para>
+/// In <see cref="Step"/>, hold every TorchSharp <c>Scalar</c> until libtorch has used it (<c>using Scalar c = value.ToScalar();
+/// x * c</c>) rather than writing <c>x * value</c>: TorchSharp frees a temporary scalar from the finalizer thread, which
+/// can happen during the native call when other threads allocate (docs/native-lifetimes.md).
+/// </para>
 /// </remarks>
 [JsonConverter(typeof(DiffusionSchedulerJsonConverter))]
 public abstract class DiffusionScheduler : IDisposable
