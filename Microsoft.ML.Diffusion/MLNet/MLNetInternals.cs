@@ -7,8 +7,8 @@ namespace Microsoft.ML.Diffusion;
 
 /// <summary>
 /// The internal members of ML.NET (Microsoft.ML.Core) that saving and loading a transformer in an ordinary model file
-/// needs, resolved by reflection on first use. They have been stable since ML.NET 1.0, and the package caps
-/// Microsoft.ML below 6.0; if one is missing all the same, every use throws one <see cref="MissingMemberException"/>
+/// needs, resolved by reflection on first use. They have been stable since ML.NET 1.0 (CI runs the model-file tests on
+/// 5.0.1 and 6.0.0), and the package caps Microsoft.ML below 7.0; if one is missing all the same, every use throws one <see cref="MissingMemberException"/>
 /// that names the member, the ML.NET version found and the versions this build supports (never a bare
 /// <see cref="TypeInitializationException"/>).
 /// </summary>
@@ -52,8 +52,8 @@ internal static class MLNetInternals
         T Need<T>(T? member, string name)
             where T : class => member ?? throw new MissingMemberException(
                 $"Microsoft.ML.Diffusion {diffusion} cannot save or load model files with this ML.NET: it needs the internal ML.NET member {name}, "
-                + $"which Microsoft.ML.Core {version} does not have. This build supports ML.NET 5.x (its package asks for Microsoft.ML [5.0.1, 6.0.0)); "
-                + "reference an ML.NET 5 release, or a Microsoft.ML.Diffusion release built for your ML.NET.");
+                + $"which Microsoft.ML.Core {version} does not have. This build supports ML.NET 5.x and 6.x (its package asks for Microsoft.ML [5.0.1, 7.0.0)); "
+                + "reference an ML.NET 5 or 6 release, or a Microsoft.ML.Diffusion release built for your ML.NET.");
 
         Type save = Need(coreType("Microsoft.ML.ModelSaveContext"), "Microsoft.ML.ModelSaveContext");
         Type load = Need(coreType("Microsoft.ML.ModelLoadContext"), "Microsoft.ML.ModelLoadContext");
