@@ -89,6 +89,13 @@ public abstract class Communicator : IDisposable
     /// <param name="what">What the ranks wait for, for the error message.</param>
     public void Barrier(string what) => AllGather(Array.Empty<byte>(), what);
 
+    /// <summary>Rank 0's value on every rank (a decision rank 0 makes: a seed, a step to resume from, the time left).</summary>
+    /// <param name="value">This rank's value (only rank 0's is used).</param>
+    /// <param name="what">What is agreed on, for the error message.</param>
+    /// <returns>Rank 0's value.</returns>
+    public long AgreeWithRoot(long value, string what) =>
+        WorldSize == 1 ? value : BitConverter.ToInt64(AllGather(IsRoot ? BitConverter.GetBytes(value) : Array.Empty<byte>(), what)[0]);
+
     /// <summary>
     /// Runs <paramref name="work"/> on rank 0 alone (writing a checkpoint or a model file) while the others wait; a failure
     /// on rank 0 is rethrown there and reported on every other rank as a <see cref="CollectiveException"/> naming rank 0.
