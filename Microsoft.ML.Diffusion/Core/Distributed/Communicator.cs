@@ -146,8 +146,8 @@ public abstract class Communicator : IDisposable
     /// </summary>
     /// <param name="value">This rank's value.</param>
     /// <param name="what">What the value is ("the training options"), for the message.</param>
-    /// <param name="describe">Renders a value for the message, or null for hexadecimal.</param>
-    public void RequireSame(byte[] value, string what, Func<byte[], string>? describe = null)
+    /// <param name="describe">Describes how a rank's value (second) differs from rank 0's (first), or null for both in hexadecimal.</param>
+    public void RequireSame(byte[] value, string what, Func<byte[], byte[], string>? describe = null)
     {
         ArgumentNullException.ThrowIfNull(value);
         if (WorldSize == 1)
@@ -167,11 +167,11 @@ public abstract class Communicator : IDisposable
 
         if (differing.Count > 0)
         {
-            describe ??= Convert.ToHexString;
-            string detail = string.Join("; ", differing.Take(4).Select(r => $"rank {r}: {describe(all[r])}"));
+            describe ??= (root, other) => $"{Convert.ToHexString(root)} on rank 0, {Convert.ToHexString(other)}";
+            string detail = string.Join("; ", differing.Take(4).Select(r => $"{describe(all[0], all[r])} on rank {r}"));
             throw new CollectiveException(
                 $"{char.ToUpperInvariant(what[0])}{what[1..]} differ between ranks: rank{(differing.Count > 1 ? "s" : "")} {string.Join(", ", differing)} "
-                + $"{(differing.Count > 1 ? "differ" : "differs")} from rank 0 (rank 0: {describe(all[0])}; {detail}).",
+                + $"{(differing.Count > 1 ? "differ" : "differs")} from rank 0 ({detail}).",
                 differing);
         }
     }

@@ -429,7 +429,17 @@ internal sealed class DiffusionTrainingLoop
         $"seed {seed}|device {diffusion.Device.type}|steps {options.TrainSteps}|lr {options.LearningRate:R}|weight decay {options.WeightDecay:R}|warm-up {options.EffectiveWarmupSteps}|clip {options.GradientClip:R}|ema {options.EmaDecay:R}|micro-batch {options.MicroBatchSize}|non-finite {options.MaxConsecutiveNonFiniteSteps}|checkpoint every {options.CheckpointEvery}|check every {options.ConsistencyCheckEvery}|{fingerprint}");
 
     // The settings that differ from rank 0's, for the refusal message.
-    private static string DescribeSettings(byte[] value) => System.Text.Encoding.UTF8.GetString(value);
+    private static string DescribeSettings(byte[] root, byte[] other)
+    {
+        string[] mine = System.Text.Encoding.UTF8.GetString(root).Split('|');
+        string[] theirs = System.Text.Encoding.UTF8.GetString(other).Split('|');
+        var differing = Enumerable.Range(0, Math.Max(mine.Length, theirs.Length))
+            .Where(i => i >= mine.Length || i >= theirs.Length || mine[i] != theirs[i])
+            .Select(i => $"'{(i < mine.Length ? Shorten(mine[i]) : "-")}' on rank 0, '{(i < theirs.Length ? Shorten(theirs[i]) : "-")}'");
+        return string.Join(", ", differing);
+    }
+
+    private static string Shorten(string text) => text.Length <= 120 ? text : text[..117] + "...";
 
     private static byte[] DataHash(TrainingImages data)
     {
