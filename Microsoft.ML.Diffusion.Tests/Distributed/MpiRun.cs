@@ -12,7 +12,9 @@ internal sealed record ChildRun(int ExitCode, string Output, string Error, TimeS
 {
     public string All => Output + Error;
 
-    public IEnumerable<string> Lines(string prefix) => Output.Split('\n').Select(l => l.Trim()).Where(l => l.StartsWith(prefix, StringComparison.Ordinal));
+    // Terminal escapes (.NET's console writes keypad-mode sequences when it believes it has a terminal) are dropped.
+    public IEnumerable<string> Lines(string prefix) => System.Text.RegularExpressions.Regex.Replace(Output, "\u001b(\\[[0-9;?]*[A-Za-z]|[=>])", string.Empty)
+        .Split('\n').Select(l => l.Trim()).Where(l => l.StartsWith(prefix, StringComparison.Ordinal));
 }
 
 /// <summary>Runs the test assembly's commands as one plain process or as MPI ranks (mpirun; inconclusive where there is none).</summary>
@@ -65,6 +67,7 @@ internal static class MpiRun
         start.RedirectStandardOutput = true;
         start.RedirectStandardError = true;
         start.UseShellExecute = false;
+        start.Environment["TERM"] = "dumb";
         foreach (var (name, value) in environment ?? new Dictionary<string, string>())
         {
             start.Environment[name] = value;
