@@ -426,7 +426,7 @@ internal sealed class DiffusionTrainingLoop
     // What every rank must agree on: the model and data fingerprint, the seed and every setting that changes the numbers
     // (not the checkpoint folder, the resume flag or the time budget: rank 0 decides those).
     private string SettingsText(long seed, string fingerprint) => FormattableString.Invariant(
-        $"seed {seed}|device {diffusion.Device.type}|steps {options.TrainSteps}|lr {options.LearningRate:R}|weight decay {options.WeightDecay:R}|warm-up {options.EffectiveWarmupSteps}|clip {options.GradientClip:R}|ema {options.EmaDecay:R}|micro-batch {options.MicroBatchSize}|non-finite {options.MaxConsecutiveNonFiniteSteps}|checkpoint every {options.CheckpointEvery}|check every {options.ConsistencyCheckEvery}|{fingerprint}");
+        $"seed {seed}|device {diffusion.Device.type}|steps {options.TrainSteps}|lr {options.LearningRate:R}|weight decay {options.WeightDecay:R}|warm-up {options.EffectiveWarmupSteps}|clip {options.GradientClip:R}|ema {options.EmaDecay:R}|micro-batch {options.MicroBatchSize}|non-finite {options.MaxConsecutiveNonFiniteSteps}|checkpoint every {options.CheckpointEvery}|check every {options.ConsistencyCheckEvery}|checkpoints {options.CheckpointDirectory is not null}|{fingerprint}");
 
     // The settings that differ from rank 0's, for the refusal message.
     private static string DescribeSettings(byte[] root, byte[] other)
