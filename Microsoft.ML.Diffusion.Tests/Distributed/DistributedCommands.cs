@@ -134,11 +134,12 @@ internal static class DistributedCommands
     {
         var world = Collective.World;
         var device = new Device(options.GetValueOrDefault("device", "cpu") == "cuda" ? $"cuda:{world.LocalRank}" : "cpu");
-        using var values = arange(1, 6, dtype: float32, device: device) * (world.Rank + 1);
+        // Values made on the host (no temporary Scalars): 1…5 times (rank + 1), the rank, rank + 10.
+        using var values = tensor(Enumerable.Range(1, 5).Select(i => (float)(i * (world.Rank + 1))).ToArray(), device: device);
         world.AllReduce(values, ReduceOperation.Sum);
-        using var average = full(3, world.Rank, dtype: float32, device: device);
+        using var average = tensor(Enumerable.Repeat((float)world.Rank, 3).ToArray(), device: device);
         world.AllReduce(average, ReduceOperation.Average);
-        using var broadcast = full(4, world.Rank + 10, dtype: float32, device: device);
+        using var broadcast = tensor(Enumerable.Repeat((float)(world.Rank + 10), 4).ToArray(), device: device);
         world.Broadcast(broadcast, 0);
         var gathered = world.AllGather(new[] { (byte)world.Rank }, "gather ranks");
         world.Barrier("the end");
