@@ -42,7 +42,12 @@ public static class ChildProcess
             return code;
         }
 
-        Console.Error.WriteLine("usage: load-model FILE SEED... | run-tests [--category C] [--row R] | " + Reliability.ReliabilityCommands.Usage);
+        if (Distributed.DistributedCommands.TryRun(args, out code))
+        {
+            return code;
+        }
+
+        Console.Error.WriteLine("usage: load-model FILE SEED... | run-tests [--category C] [--row R] | " + Reliability.ReliabilityCommands.Usage + " | " + Distributed.DistributedCommands.Usage);
         return 2;
     }
 

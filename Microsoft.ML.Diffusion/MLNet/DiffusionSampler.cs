@@ -4,6 +4,7 @@ using System.IO;
 using System.Linq;
 using System.Reflection;
 using Microsoft.ML.Data;
+using Microsoft.ML.Diffusion.Core.Distributed;
 using Microsoft.ML.Diffusion.Core.IO;
 using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Runtime;
@@ -130,6 +131,70 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         var labels = label is int l ? Enumerable.Repeat(l, count).ToArray() : null;
         var pixels = Model.GeneratePixels(seeds, labels, options);
         return pixels.Select(p => PixelLayout.ToMLImage(p, Model.Channels, Model.ImageHeight, Model.ImageWidth)).ToArray();
+    }
+
+    /// <summary>
+    /// Generates the images of one shard of what <see cref="Generate(int, DiffusionSamplerOptions?, int?)"/> would give for
+    /// <paramref name="count"/>: the images of indices <see cref="SeedShard.Range"/>, byte for byte those images (each image
+    /// depends only on its seed). For independent jobs of a batch system, each writing its share (<c>--shard i/N</c>).
+    /// </summary>
+    /// <param name="count">How many images all shards together make.</param>
+    /// <param name="shard">Which share this call makes.</param>
+    /// <param name="options">Settings for this call; null uses <see cref="Options"/>.</param>
+    /// <param name="label">A class label for every image (class-conditional models), or null.</param>
+    /// <returns>This shard's images, in order; the first is image <c>shard.Range(count).Start</c>.</returns>
+    public IReadOnlyList<MLImage> GenerateShard(int count, SeedShard shard, DiffusionSamplerOptions? options = null, int? label = null)
+    {
+        var pixels = GenerateRange(count, shard.Range(count), ref options, label);
+        return pixels.Select(p => PixelLayout.ToMLImage(p, Model.Channels, Model.ImageHeight, Model.ImageWidth)).ToArray();
+    }
+
+    /// <summary>
+    /// Generates what <see cref="Generate(int, DiffusionSamplerOptions?, int?)"/> gives, split over the ranks of
+    /// <see cref="Collective.World"/> (under <c>mpirun</c>): each rank generates a contiguous share of the seeds, then every
+    /// rank receives every image, in order — the same bytes as one process. Every rank must call it with the same arguments.
+    /// </summary>
+    /// <param name="count">How many images.</param>
+    /// <param name="options">Settings for this call; null uses <see cref="Options"/>.</param>
+    /// <param name="label">A class label for every image (class-conditional models), or null.</param>
+    /// <returns>All the images, on every rank.</returns>
+    public IReadOnlyList<MLImage> GenerateOnAllRanks(int count, DiffusionSamplerOptions? options = null, int? label = null)
+    {
+        var world = Collective.World;
+        var shard = new SeedShard(world.Rank, world.WorldSize);
+        var mine = GenerateRange(count, shard.Range(count), ref options, label);
+        int size = Model.Channels * Model.ImageHeight * Model.ImageWidth;
+        var images = new List<MLImage>(count);
+        foreach (var part in world.AllGather(mine.SelectMany(p => p).ToArray(), "gather the generated images", world.Timeout * 4))
+        {
+            for (int start = 0; start < part.Length; start += size)
+            {
+                images.Add(PixelLayout.ToMLImage(part.AsSpan(start, size).ToArray(), Model.Channels, Model.ImageHeight, Model.ImageWidth));
+            }
+        }
+
+        return images;
+    }
+
+    private IReadOnlyList<byte[]> GenerateRange(int count, (int Start, int End) range, ref DiffusionSamplerOptions? options, int? label)
+    {
+        if (count < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, "Count must be positive.");
+        }
+
+        options ??= Options;
+        options.Validate();
+        CheckLabel(label);
+        var chosen = options;
+        var seeds = Enumerable.Range(range.Start, range.End - range.Start).Select(i => SeededNoise.DeriveSeed(chosen.Seed, i)).ToArray();
+        if (seeds.Length == 0)
+        {
+            return Array.Empty<byte[]>();
+        }
+
+        var labels = label is int l ? Enumerable.Repeat(l, seeds.Length).ToArray() : null;
+        return Model.GeneratePixels(seeds, labels, options);
     }
 
     /// <summary>Gets the schema <see cref="Transform"/> gives for an input schema: its columns plus the two generated ones.</summary>

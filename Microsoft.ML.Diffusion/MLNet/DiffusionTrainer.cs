@@ -2,6 +2,7 @@ using System;
 using System.Linq;
 using Microsoft.ML.Data;
 using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Distributed;
 using Microsoft.ML.Diffusion.Core.Runtime;
 using Microsoft.ML.Diffusion.Core.Schedules;
 using Microsoft.ML.Diffusion.Core.Training;
@@ -48,16 +49,23 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
         options.Validate();
         int height = options.Height, width = options.Width, channels = options.Channels;
         ImageBatchReader.ValidateSchema(input.Schema, options.ImageColumnName, options.LabelColumnName, channels, height, width);
+        // Under mpirun every rank trains a share of each global batch (Collective.World; a plain process is a world of 1).
+        var world = Collective.World;
         var device = Torch.ParseDevice(options.Device);
+        if (world.WorldSize > 1 && device.type == DeviceType.CUDA && !options.Device.Contains(':', StringComparison.Ordinal))
+        {
+            device = new torch.Device(DeviceType.CUDA, world.LocalRank % Math.Max(1, torch.cuda.device_count()));
+        }
+
         using var channel = host.Start("Training");
         using var data = ImageBatchReader.ReadAll(input, options.ImageColumnName, options.LabelColumnName, channels, height, width);
-        if (data.Count < 100)
+        if (data.Count < 100 && world.IsRoot)
         {
             channel.Warning(MessageSensitivity.None, $"Only {data.Count} training images: a diffusion model needs many more to generalise; it will mostly reproduce these.");
         }
 
         // Without a seed, the host's random source (seeded from the MLContext's seed) picks one, as ML.NET's trainers do.
-        long seed = options.Seed ?? host.Rand.Next();
+        long seed = world.AgreeWithRoot(options.Seed ?? host.Rand.Next(), "agree on the seed");
         torch.manual_seed(seed);
         var diffusion = options.DescribeModel(data.ClassCount).CreateDiffusion();
         try
@@ -73,8 +81,13 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
                 Sampling = options.Sampling.Clone(),
             };
             diffusion.to(device);
-            channel.Info(MessageSensitivity.None, FormattableString.Invariant(
-                $"Training a diffusion model: {data.Count} images {channels}×{height}×{width}, {diffusion.Model.Options.Kind} {diffusion.Model.ParameterCount:N0} parameters, T = {diffusion.Timesteps} ({diffusion.Schedule.Kind}), objective {options.Objective}, {options.TrainSteps} steps of {options.BatchSize}×{options.GradientAccumulationSteps}, seed {seed}, device {device}."));
+            if (world.IsRoot)
+            {
+                string ranks = world.WorldSize > 1 ? FormattableString.Invariant($", {world.WorldSize} ranks ({world.Backend})") : string.Empty;
+                channel.Info(MessageSensitivity.None, FormattableString.Invariant(
+                    $"Training a diffusion model: {data.Count} images {channels}×{height}×{width}, {diffusion.Model.Options.Kind} {diffusion.Model.ParameterCount:N0} parameters, T = {diffusion.Timesteps} ({diffusion.Schedule.Kind}), objective {options.Objective}, {options.TrainSteps} steps of {options.BatchSize}×{options.GradientAccumulationSteps}, seed {seed}, device {device}{ranks}."));
+            }
+
             var loop = new DiffusionTrainingLoop(
                 diffusion,
                 options.Training,
@@ -83,7 +96,8 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
                     channel.Info(MessageSensitivity.None, progress.ToString());
                     options.Progress?.Report(progress);
                 },
-                message => channel.Info(MessageSensitivity.None, message));
+                message => channel.Info(MessageSensitivity.None, message),
+                world);
             loop.Run(data, seed, Fingerprint(config, data.Count));
             config.TrainedSteps = loop.CompletedSteps;
             return new DiffusionSampler(host, new DiffusionModel(config, diffusion), options.Sampling);

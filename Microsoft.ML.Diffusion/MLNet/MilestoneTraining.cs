@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using System.Linq;
+using Microsoft.ML.Diffusion.Core.Distributed;
 using Microsoft.ML.Diffusion.Core.Training;
 
 namespace Microsoft.ML.Diffusion;
@@ -19,6 +20,10 @@ namespace Microsoft.ML.Diffusion;
 /// <c>Fit</c> of <see cref="DiffusionTrainerOptions.TrainSteps"/> steps — bit for bit on the CPU. The warm-up length is
 /// fixed from the whole run's step count; <see cref="DiffusionTrainerOptions.MaxTrainingTime"/> bounds the whole call;
 /// progress reports count steps, elapsed time and the estimate against the whole run.</para>
+/// <para>Under <c>mpirun</c> (several ranks, <see cref="Collective.World"/>) every rank calls this with the same
+/// arguments: each trains its share of every batch; rank 0 alone looks at the checkpoint folder, decides where to resume
+/// and how much time is left, and alone calls the milestone callback, while the others wait for it (a failure there stops
+/// every rank); every rank returns the same final sampler.</para>
 /// <para>The data are cached in memory (<c>mlContext.Data.Cache</c>) so that image files are decoded once, not once per
 /// milestone.</para>
 /// </remarks>
@@ -60,7 +65,8 @@ public static class MilestoneTraining
         }
 
         options.Validate();
-        int newest = StepOf(Checkpoint.FindLatest(directory));
+        var world = Collective.World;
+        int newest = (int)world.AgreeWithRoot(world.IsRoot ? StepOf(Checkpoint.FindLatest(directory)) : 0, "agree on the newest checkpoint");
         if (newest > 0 && !options.Resume)
         {
             throw new InvalidOperationException(
@@ -68,7 +74,7 @@ public static class MilestoneTraining
         }
 
         // Where the first segment's resume continues from: the newest intact checkpoint (a damaged newer one is skipped).
-        int start = options.Resume ? StepOf(Checkpoint.FindLatestIntact(directory, null)) : 0;
+        int start = (int)world.AgreeWithRoot(options.Resume && world.IsRoot ? StepOf(Checkpoint.FindLatestIntact(directory, null)) : 0, "agree on the step to resume from");
 
         var cached = mlContext.Data.Cache(data);
         int total = options.TrainSteps;
@@ -84,7 +90,8 @@ public static class MilestoneTraining
                 // emptied meanwhile), stop rather than start again from step 0.
                 if (done > 0)
                 {
-                    RequireCheckpoint(directory, done);
+                    int reachedStep = done;
+                    world.RunOnRoot(() => RequireCheckpoint(directory, reachedStep), FormattableString.Invariant($"find the checkpoint of step {done}"));
                 }
 
                 var segment = Copy(options);
@@ -94,7 +101,7 @@ public static class MilestoneTraining
                 segment.Training.RequiredResumeStep = done;
                 if (options.MaxTrainingTime is TimeSpan budget)
                 {
-                    var left = budget - clock.Elapsed;
+                    var left = TimeSpan.FromTicks(world.AgreeWithRoot((budget - clock.Elapsed).Ticks, "agree on the time left"));
                     if (left <= TimeSpan.Zero)
                     {
                         break;
@@ -125,7 +132,7 @@ public static class MilestoneTraining
                 done = reached;
                 if (progressed)
                 {
-                    milestone(sampler);
+                    world.RunOnRoot(() => milestone(sampler), FormattableString.Invariant($"save the milestone of step {done}"));
                 }
 
                 if (!progressed || done >= total || done < segment.TrainSteps)
@@ -137,7 +144,7 @@ public static class MilestoneTraining
             // A budget used up before the first segment: the model as the checkpoints left it.
             if (current is null && done > 0)
             {
-                RequireCheckpoint(directory, done);
+                world.RunOnRoot(() => RequireCheckpoint(directory, done), FormattableString.Invariant($"find the checkpoint of step {done}"));
             }
 
             current ??= mlContext.Generative().Diffusion(Resumed(options, done)).Fit(cached);

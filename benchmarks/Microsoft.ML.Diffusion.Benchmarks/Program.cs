@@ -18,6 +18,11 @@ using Microsoft.ML.Diffusion.Core.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
+if (Scaling.Wants(args))
+{
+    return Scaling.Run(args);
+}
+
 BenchmarkOptions options;
 try
 {

@@ -91,6 +91,12 @@ internal static class Checkpoint
     public static int Read(string path, TrainingState state)
     {
         using var stream = File.OpenRead(path);
+        return ReadFrom(stream, path, state);
+    }
+
+    /// <summary>Restores a checkpoint's bytes (read by another rank) into the state's live objects; <paramref name="path"/> names it in errors.</summary>
+    public static int ReadFrom(Stream stream, string path, TrainingState state)
+    {
         try
         {
             using var reader = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);

@@ -2,7 +2,9 @@ using System;
 using System.Diagnostics;
 using System.IO;
 using System.Linq;
+using System.Threading;
 using Microsoft.ML.Diffusion.Core.Diffusion;
+using Microsoft.ML.Diffusion.Core.Distributed;
 using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -15,20 +17,38 @@ namespace Microsoft.ML.Diffusion.Core.Training;
 /// gradient-norm clipping, an EMA of the weights, a guard that skips (never applies) steps whose loss or gradients are not
 /// finite, progress reports and cancellation between steps. Every step runs in its own dispose scope.
 /// </summary>
+/// <remarks>
+/// <para>Data-parallel over the ranks of a <see cref="Communicator"/> (<see cref="Collective.World"/>): the global batch and
+/// the data order are those of one process, whatever the number of ranks N. Every rank draws what one process would draw
+/// for the whole global batch (the row indices, flips, label drops, and per chunk the timesteps and noise) from the same
+/// generators, and computes the loss and gradient of its own contiguous share of it, weighted by 1/B; one all-reduce (sum) of
+/// the optimizer's flat gradient buffer per step then gives every rank the gradient of the whole batch, so that N ranks
+/// end at the weights of one within float rounding. Weights start from rank 0's (broadcast); the options and the data are
+/// compared at the start (refused when they differ); a hash of weights, optimizer, EMA, generators and data position is
+/// compared every <see cref="TrainingSettings.ConsistencyCheckEvery"/> steps and before every checkpoint (a divergence
+/// stops the run); rank 0 alone writes checkpoints and reports progress, while the others wait for it. A resume is read by
+/// rank 0 and its bytes broadcast, so the other ranks need not see the checkpoint folder. One process (N = 1) runs exactly
+/// the code it ran before the loop became distributed.</para>
+/// </remarks>
 internal sealed class DiffusionTrainingLoop
 {
     private readonly GaussianDiffusion diffusion;
     private readonly TrainingSettings options;
     private readonly Action<TrainingProgress> report;
     private readonly Action<string> log;
+    private readonly Communicator communicator;
 
-    public DiffusionTrainingLoop(GaussianDiffusion diffusion, TrainingSettings options, Action<TrainingProgress> report, Action<string> log)
+    public DiffusionTrainingLoop(GaussianDiffusion diffusion, TrainingSettings options, Action<TrainingProgress> report, Action<string> log, Communicator? communicator = null)
     {
         this.diffusion = diffusion;
         this.options = options;
-        this.report = report;
-        this.log = log;
+        this.communicator = communicator ?? new SingleProcessCommunicator();
+        this.report = this.communicator.IsRoot ? report : _ => { };
+        this.log = this.communicator.IsRoot ? log : _ => { };
     }
+
+    /// <summary>Test hook: runs after every optimizer step with the step count done and the rank (a test kills or stalls a rank there).</summary>
+    internal static Action<int, int>? AfterStep { get; set; }
 
     /// <summary>Gets the number of steps skipped by the non-finite guard.</summary>
     public int SkippedSteps { get; private set; }
@@ -47,10 +67,23 @@ internal sealed class DiffusionTrainingLoop
     {
         var device = diffusion.Device;
         var network = diffusion.Model;
+        var comm = communicator;
+        bool distributed = comm.WorldSize > 1;
+        if (distributed)
+        {
+            comm.RequireSame(System.Text.Encoding.UTF8.GetBytes(SettingsText(seed, fingerprint)), "the training options", DescribeSettings);
+            comm.RequireSame(DataHash(data), "the training data (a SHA-256 of the images and labels)");
+        }
+
         network.train();
         // One flat buffer for the parameters, one for the gradients: the optimizer, the gradient norm, the clipping and the
         // EMA are a few kernels per step instead of a few per parameter tensor (on a GPU, kernel launches bound the step).
         using var optimizer = new FusedAdamW(network.parameters(), options.LearningRate, beta1: 0.9, beta2: 0.99, weightDecay: options.WeightDecay);
+        if (distributed)
+        {
+            comm.Broadcast(optimizer.FlatParameters, 0);
+        }
+
         using var ema = options.EmaDecay > 0 ? new ExponentialMovingAverage(optimizer, options.EmaDecay) : null;
         // CPU generators (TorchSharp makes no others), saved in checkpoints: the data order, flips and label dropout come
         // from them on every device; t and ε too on the CPU, while a GPU draws them itself from its global generator seeded
@@ -63,7 +96,11 @@ internal sealed class DiffusionTrainingLoop
         // A damaged newest checkpoint (the atomic writes rule out a crash as the cause: a disk fault, a copy cut short) is
         // reported and the newest intact one is used: the older checkpoints are kept for exactly this. Only damaged ones
         // left: refused (InvalidDataException), never a silent start from step 0.
-        if (options.Resume && directory is not null
+        if (distributed)
+        {
+            ResumeFromRoot(state, directory);
+        }
+        else if (options.Resume && directory is not null
             && Checkpoint.FindLatestIntact(directory, (path, reason) => log($"Skipped the damaged checkpoint '{path}': {reason}")) is string latest)
         {
             Checkpoint.Read(latest, state);
@@ -79,7 +116,7 @@ internal sealed class DiffusionTrainingLoop
 
         // Created now, so that a checkpoint folder deleted or moved during the run stops it (Checkpoint.Write) instead of
         // being silently created again.
-        if (directory is not null)
+        if (directory is not null && comm.IsRoot)
         {
             Directory.CreateDirectory(directory);
         }
@@ -91,9 +128,14 @@ internal sealed class DiffusionTrainingLoop
         int windowSteps = 0;
         long windowImages = 0;
         double windowStart = 0;
+        bool rootOutOfTime = false;
         for (int step = state.Step; step < options.TrainSteps; step++)
         {
-            options.CancellationToken.ThrowIfCancellationRequested();
+            if (!distributed)
+            {
+                options.CancellationToken.ThrowIfCancellationRequested();
+            }
+
             double lr = LearningRateAt(step, options.LearningRate, warmup);
             optimizer.LearningRate = lr;
 
@@ -103,7 +145,13 @@ internal sealed class DiffusionTrainingLoop
             {
                 optimizer.ZeroGrad();
                 Tensor? lossSum = null;
-                for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
+                for (int micro = 0; micro < options.GradientAccumulationSteps && distributed; micro++)
+                {
+                    var share = BackwardShare(data, state, count, DeviceRandom.ForTrainingStep(device, noiseGenerator, seed, ((long)step * options.GradientAccumulationSteps) + micro));
+                    lossSum = lossSum is null ? share : lossSum + share;
+                }
+
+                for (int micro = 0; micro < options.GradientAccumulationSteps && !distributed; micro++)
                 {
                     var indices = NextIndices(state, count);
                     var images = data.Images.index_select(0, indices).to(device);
@@ -131,9 +179,30 @@ internal sealed class DiffusionTrainingLoop
                     lossSum = lossSum is null ? batchLoss : lossSum.Plus(batchLoss);
                 }
 
-                // The step's one host synchronisation: the loss and the gradient norm, read together.
-                var norm = optimizer.FlatGradients.norm().to(float64);
-                var host = stack(new[] { lossSum!.to(float64), norm }).cpu().data<double>().ToArray();
+                double[] host;
+                if (distributed)
+                {
+                    // The ranks meet (a missing one is named), agree on cancellation and rank 0's clock, then the gradients are
+                    // summed: one all-reduce of the flat buffer per step, after accumulation.
+                    double local = lossSum!.to(float64).cpu().item<double>();
+                    bool late = options.MaxTrainingTime is TimeSpan allowed && clock.Elapsed >= allowed;
+                    var met = Meet(comm, step + 1, local, options.CancellationToken.IsCancellationRequested, late);
+                    if (met.Cancelled)
+                    {
+                        throw new OperationCanceledException(options.CancellationToken.IsCancellationRequested ? options.CancellationToken : CancellationToken.None);
+                    }
+
+                    rootOutOfTime = met.RootOutOfTime;
+                    comm.AllReduce(optimizer.FlatGradients, ReduceOperation.Sum);
+                    host = new[] { met.Loss, optimizer.FlatGradients.norm().to(float64).cpu().item<double>() };
+                }
+                else
+                {
+                    // The step's one host synchronisation: the loss and the gradient norm, read together.
+                    var norm = optimizer.FlatGradients.norm().to(float64);
+                    host = stack(new[] { lossSum!.to(float64), norm }).cpu().data<double>().ToArray();
+                }
+
                 stepLoss = host[0];
                 finite = double.IsFinite(host[0]) && double.IsFinite(host[1]);
                 if (finite)
@@ -158,6 +227,7 @@ internal sealed class DiffusionTrainingLoop
                 GC.Collect(0);
             }
             state.Step = step + 1;
+            AfterStep?.Invoke(state.Step, comm.Rank);
             if (!finite)
             {
                 SkippedSteps++;
@@ -195,10 +265,20 @@ internal sealed class DiffusionTrainingLoop
                 windowStart = now;
             }
 
-            bool outOfTime = options.MaxTrainingTime is TimeSpan budget && clock.Elapsed >= budget && done < options.TrainSteps;
-            if (directory is not null && (done % options.CheckpointEvery == 0 || done == options.TrainSteps || outOfTime))
+            bool outOfTime = (distributed ? rootOutOfTime : options.MaxTrainingTime is TimeSpan budget && clock.Elapsed >= budget) && done < options.TrainSteps;
+            bool checkpoint = directory is not null && (done % options.CheckpointEvery == 0 || done == options.TrainSteps || outOfTime);
+            if (distributed && (checkpoint || done % options.ConsistencyCheckEvery == 0 || done == options.TrainSteps || outOfTime))
             {
-                Checkpoint.Write(directory, state, options.KeepCheckpoints, createDirectory: false);
+                comm.RequireSame(StateHash(state), FormattableString.Invariant($"the weights, optimizer, EMA and data position after step {done} (the ranks diverged)"));
+            }
+
+            if (checkpoint && distributed)
+            {
+                comm.RunOnRoot(() => Checkpoint.Write(directory!, state, options.KeepCheckpoints, createDirectory: false), FormattableString.Invariant($"write the checkpoint of step {done}"));
+            }
+            else if (checkpoint)
+            {
+                Checkpoint.Write(directory!, state, options.KeepCheckpoints, createDirectory: false);
             }
 
             if (outOfTime)
@@ -237,6 +317,171 @@ internal sealed class DiffusionTrainingLoop
         }
 
         return total!;
+    }
+
+    // One rank's share of a global batch: the same draws as one process (the batch's rows, flips and label drops from the
+    // order generator; per chunk of MicroBatchSize, t then ε from the noise generator, GaussianDiffusion.Loss's order) for the
+    // whole batch, then the forward and backward of rows [lo, hi) only, each sample weighted 1/(B·accumulation) so that the
+    // sum over the ranks is the one-process gradient. Returns this rank's part of the loss, on the device.
+    private Tensor BackwardShare(TrainingImages data, TrainingState state, long count, Generator? generator)
+    {
+        var device = diffusion.Device;
+        var indices = NextIndices(state, count);
+        long n = indices.shape[0];
+        long lo = n * communicator.Rank / communicator.WorldSize;
+        long hi = n * (communicator.Rank + 1) / communicator.WorldSize;
+        var mine = indices[TensorIndex.Slice(lo, hi)];
+        var images = data.Images.index_select(0, mine).to(device);
+        if (options.RandomHorizontalFlip)
+        {
+            using var half = 0.5.ToScalar();
+            var flip = DeviceRandom.Uniform(new long[] { n, 1, 1, 1 }, device, generator: state.OrderGenerator).lt(half)[TensorIndex.Slice(lo, hi)];
+            images = where(flip, images.flip(3), images);
+        }
+
+        Tensor? labels = null;
+        if (data.Labels is not null)
+        {
+            labels = data.Labels.index_select(0, mine);
+            if (options.ConditionDropout > 0)
+            {
+                using var probability = options.ConditionDropout.ToScalar();
+                var drop = DeviceRandom.Uniform(new long[] { n }, CPU, generator: state.OrderGenerator).lt(probability)[TensorIndex.Slice(lo, hi)];
+                labels = where(drop, full_like(labels, data.ClassCount), labels);
+            }
+
+            labels = labels.to(device);
+        }
+
+        long chunk = options.MicroBatchSize is int m && m < n ? m : n;
+        long[] shape = data.Images.shape;
+        using var weight = (1.0 / n / options.GradientAccumulationSteps).ToScalar();
+        Tensor total = zeros(1, dtype: float64, device: device).squeeze();
+        for (long start = 0; start < n; start += chunk)
+        {
+            using var scope = NewDisposeScope();
+            long end = Math.Min(n, start + chunk);
+            var t = DeviceRandom.Integers(0, diffusion.Timesteps, new[] { end - start }, device, generator);
+            var noise = DeviceRandom.Normal(new[] { end - start, shape[1], shape[2], shape[3] }, device, images.dtype, generator);
+            long a = Math.Max(start, lo), b = Math.Min(end, hi);
+            if (a >= b)
+            {
+                continue;
+            }
+
+            var part = images[TensorIndex.Slice(a - lo, b - lo)];
+            var partLabels = labels?[TensorIndex.Slice(a - lo, b - lo)];
+            var loss = diffusion.LossPerSample(part, t[TensorIndex.Slice(a - start, b - start)], noise[TensorIndex.Slice(a - start, b - start)], partLabels).sum().mul(weight);
+            loss.backward();
+            total.add_(loss.detach().to(float64));
+        }
+
+        return total;
+    }
+
+    private readonly record struct Meeting(double Loss, bool Cancelled, bool RootOutOfTime);
+
+    // The step's host exchange: every rank's loss share, cancellation request and (rank 0's) time budget; a rank that does
+    // not arrive within the communicator's timeout is named.
+    private static Meeting Meet(Communicator comm, int step, double loss, bool cancelled, bool outOfTime)
+    {
+        var mine = new byte[sizeof(double) + 2];
+        BitConverter.TryWriteBytes(mine, loss);
+        mine[8] = cancelled ? (byte)1 : (byte)0;
+        mine[9] = outOfTime ? (byte)1 : (byte)0;
+        var all = comm.AllGather(mine, FormattableString.Invariant($"step {step}"));
+        double sum = 0;
+        bool anyCancelled = false;
+        foreach (var m in all)
+        {
+            sum += BitConverter.ToDouble(m);
+            anyCancelled |= m[8] != 0;
+        }
+
+        return new Meeting(sum, anyCancelled, all[0][9] != 0);
+    }
+
+    // Rank 0 finds the newest intact checkpoint and reads its bytes; every rank restores them (none: all start at step 0).
+    private void ResumeFromRoot(TrainingState state, string? directory)
+    {
+        byte[]? bytes = null;
+        string? latest = null;
+        if (communicator.IsRoot && options.Resume && directory is not null)
+        {
+            latest = Checkpoint.FindLatestIntact(directory, (path, reason) => log($"Skipped the damaged checkpoint '{path}': {reason}"));
+            bytes = latest is null ? null : File.ReadAllBytes(latest);
+        }
+
+        byte[] name = communicator.BroadcastBytes(latest is null ? null : System.Text.Encoding.UTF8.GetBytes(latest), 0, "agree on the checkpoint to resume from");
+        if (name.Length == 0)
+        {
+            return;
+        }
+
+        latest = System.Text.Encoding.UTF8.GetString(name);
+        bytes = communicator.BroadcastBytes(bytes, 0, "broadcast the checkpoint to resume from");
+        using var stream = new MemoryStream(bytes, writable: false);
+        Checkpoint.ReadFrom(stream, latest, state);
+        log($"Resumed from '{latest}' at step {state.Step} on {communicator.WorldSize} ranks.");
+    }
+
+    // What every rank must agree on: the model and data fingerprint, the seed and every setting that changes the numbers
+    // (not the checkpoint folder, the resume flag or the time budget: rank 0 decides those).
+    private string SettingsText(long seed, string fingerprint) => FormattableString.Invariant(
+        $"seed {seed}|device {diffusion.Device.type}|steps {options.TrainSteps}|lr {options.LearningRate:R}|weight decay {options.WeightDecay:R}|warm-up {options.EffectiveWarmupSteps}|clip {options.GradientClip:R}|ema {options.EmaDecay:R}|micro-batch {options.MicroBatchSize}|non-finite {options.MaxConsecutiveNonFiniteSteps}|checkpoint every {options.CheckpointEvery}|check every {options.ConsistencyCheckEvery}|checkpoints {options.CheckpointDirectory is not null}|{fingerprint}");
+
+    // The settings that differ from rank 0's, for the refusal message.
+    private static string DescribeSettings(byte[] root, byte[] other)
+    {
+        string[] mine = System.Text.Encoding.UTF8.GetString(root).Split('|');
+        string[] theirs = System.Text.Encoding.UTF8.GetString(other).Split('|');
+        var differing = Enumerable.Range(0, Math.Max(mine.Length, theirs.Length))
+            .Where(i => i >= mine.Length || i >= theirs.Length || mine[i] != theirs[i])
+            .Select(i => $"'{(i < mine.Length ? Shorten(mine[i]) : "-")}' on rank 0, '{(i < theirs.Length ? Shorten(theirs[i]) : "-")}'");
+        return string.Join(", ", differing);
+    }
+
+    private static string Shorten(string text) => text.Length <= 120 ? text : text[..117] + "...";
+
+    private static byte[] DataHash(TrainingImages data)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes<float>(data.Images.contiguous().data<float>().ToArray()));
+        if (data.Labels is not null)
+        {
+            hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes<long>(data.Labels.contiguous().data<long>().ToArray()));
+        }
+
+        return hash.GetHashAndReset();
+    }
+
+    // A SHA-256 of everything that must be identical on every rank: weights, AdamW moments, EMA, step counts, generator
+    // states and the data position. Exact (bytes, not sums), so it does not depend on how a reduction is split into threads.
+    private static byte[] StateHash(TrainingState state)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var t in state.Optimizer.StateTensors.Concat(state.Ema?.Shadow ?? Array.Empty<Tensor>()))
+        {
+            using var scope = NewDisposeScope();
+            var host = t.detach().cpu().contiguous().to(float32);
+            hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes<float>(host.data<float>().ToArray()));
+        }
+
+        hash.AppendData(BitConverter.GetBytes(state.Step));
+        hash.AppendData(BitConverter.GetBytes(state.Cursor));
+        hash.AppendData(BitConverter.GetBytes(state.Optimizer.Steps));
+        hash.AppendData(BitConverter.GetBytes(state.Ema?.Updates ?? 0));
+        using (var noise = state.NoiseGenerator.get_state())
+        {
+            hash.AppendData(noise.data<byte>().ToArray());
+        }
+
+        using (var order = state.OrderGenerator.get_state())
+        {
+            hash.AppendData(order.data<byte>().ToArray());
+        }
+
+        return hash.GetHashAndReset();
     }
 
     private Tensor NextIndices(TrainingState state, long count)

@@ -108,6 +108,9 @@ public sealed class FusedAdamW : IDisposable
     /// <summary>Gets all gradients as one vector (the gradients are views of it).</summary>
     public Tensor FlatGradients { get; }
 
+    /// <summary>Gets the tensors of the optimizer's state: the flat parameters and the two moment buffers.</summary>
+    internal IReadOnlyList<Tensor> StateTensors => new[] { FlatParameters, expAvg, expAvgSq };
+
     /// <summary>Sets every gradient to zero (one kernel).</summary>
     public void ZeroGrad() => FlatGradients.zero_();
 

@@ -70,6 +70,12 @@ internal sealed class TrainingSettings
     /// </summary>
     internal int RequiredResumeStep { get; set; }
 
+    /// <summary>
+    /// Gets or sets how often (in steps) the ranks of a data-parallel run compare a hash of their weights, optimizer and EMA
+    /// (also before every checkpoint and at the end). Default 50.
+    /// </summary>
+    public int ConsistencyCheckEvery { get; set; } = 50;
+
     /// <summary>Gets or sets a token that stops training between steps.</summary>
     public CancellationToken CancellationToken { get; set; }
 
@@ -97,6 +103,7 @@ internal sealed class TrainingSettings
         Check(CheckpointEvery >= 1 && KeepCheckpoints >= 1, nameof(CheckpointEvery), "CheckpointEvery and KeepCheckpoints must be positive.");
         Check(MaxTrainingTime is null || MaxTrainingTime > TimeSpan.Zero, nameof(MaxTrainingTime), "MaxTrainingTime must be positive.");
         Check(!Resume || CheckpointDirectory is not null, nameof(Resume), "Resume needs a CheckpointDirectory.");
+        Check(ConsistencyCheckEvery >= 1, nameof(ConsistencyCheckEvery), "ConsistencyCheckEvery must be positive.");
         Check(MaxConsecutiveNonFiniteSteps >= 1, nameof(MaxConsecutiveNonFiniteSteps), "MaxConsecutiveNonFiniteSteps must be positive.");
     }
 
