@@ -148,7 +148,7 @@ internal sealed class DiffusionTrainingLoop
                 for (int micro = 0; micro < options.GradientAccumulationSteps && distributed; micro++)
                 {
                     var share = BackwardShare(data, state, count, DeviceRandom.ForTrainingStep(device, noiseGenerator, seed, ((long)step * options.GradientAccumulationSteps) + micro));
-                    lossSum = lossSum is null ? share : lossSum + share;
+                    lossSum = lossSum is null ? share : lossSum.Plus(share);
                 }
 
                 for (int micro = 0; micro < options.GradientAccumulationSteps && !distributed; micro++)
@@ -345,9 +345,9 @@ internal sealed class DiffusionTrainingLoop
             labels = data.Labels.index_select(0, mine);
             if (options.ConditionDropout > 0)
             {
-                using var probability = options.ConditionDropout.ToScalar();
+                using Scalar probability = options.ConditionDropout.ToScalar(), nullClass = data.ClassCount.ToScalar();
                 var drop = DeviceRandom.Uniform(new long[] { n }, CPU, generator: state.OrderGenerator).lt(probability)[TensorIndex.Slice(lo, hi)];
-                labels = where(drop, full_like(labels, data.ClassCount), labels);
+                labels = where(drop, full_like(labels, nullClass), labels);
             }
 
             labels = labels.to(device);
@@ -373,7 +373,7 @@ internal sealed class DiffusionTrainingLoop
             var partLabels = labels?[TensorIndex.Slice(a - lo, b - lo)];
             var loss = diffusion.LossPerSample(part, t[TensorIndex.Slice(a - start, b - start)], noise[TensorIndex.Slice(a - start, b - start)], partLabels).sum().mul(weight);
             loss.backward();
-            total.add_(loss.detach().to(float64));
+            total.add_(loss.detach().to(float64), Scalars.One);
         }
 
         return total;
