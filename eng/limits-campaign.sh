@@ -65,30 +65,41 @@ run() { # run NAME PROGRAM ARGS...  (the output folder, if any, is $work/out, fi
   echo "    > ${last:0:400}"
 }
 
-small=(--size 8 --dim 8 --mults 1,2 --timesteps 20 --samples 4 --sampling-steps 2 --sample-every 2 --steps 2)
+# The folder trainer's small settings, with a case's own values in place of the defaults (an option given twice is refused).
+declare -A base=([--size]=8 [--dim]=8 [--mults]=1,2 [--timesteps]=20 [--samples]=4 [--sampling-steps]=2 [--sample-every]=2 [--steps]=2)
+ftrun() { # ftrun NAME [OPTION VALUE]...
+  local name=$1; shift
+  local -A m; local k
+  for k in "${!base[@]}"; do m[$k]=${base[$k]}; done
+  while [ $# -gt 0 ]; do m[$1]=$2; shift 2; done
+  local args=()
+  for k in "${!m[@]}"; do args+=("$k" "${m[$k]}"); done
+  run "$name" "$ft" "$work/img" --out "$work/out" "${args[@]}"
+}
 echo "== samples/FolderTrainer (8 images of 16×16)"
-run "--batch 1000000" "$ft" "$work/img" --out "$work/out" "${small[@]}" --batch 1000000
-run "--batch 100000" "$ft" "$work/img" --out "$work/out" "${small[@]}" --batch 100000
-run "--timesteps 10000000" "$ft" "$work/img" --out "$work/out" "${small[@]}" --timesteps 10000000
-run "--size 100000" "$ft" "$work/img" --out "$work/out" "${small[@]}" --size 100000
-run "--size 8192 (within the side limit)" "$ft" "$work/img" --out "$work/out" "${small[@]}" --size 8192
-run "--steps 99999999999999" "$ft" "$work/img" --out "$work/out" "${small[@]}" --steps 99999999999999
-run "--dim 100000" "$ft" "$work/img" --out "$work/out" "${small[@]}" --dim 100000
-run "--dim 16384 --mults 1 (within the width limit)" "$ft" "$work/img" --out "$work/out" "${small[@]}" --dim 16384 --mults 1
-run "--dim 2048 --mults 1,2 (2.6e9 parameters)" "$ft" "$work/img" --out "$work/out" "${small[@]}" --dim 2048
-run "--sampling-steps 100000 (T = 20)" "$ft" "$work/img" --out "$work/out" "${small[@]}" --sampling-steps 100000
-run "--samples 100000000" "$ft" "$work/img" --out "$work/out" "${small[@]}" --samples 100000000
-run "--minutes 1e300" "$ft" "$work/img" --out "$work/out" "${small[@]}" --minutes 1e300
-run "--device tpu" "$ft" "$work/img" --out "$work/out" "${small[@]}" --device tpu
-run "--device cuda (no GPU here)" "$ft" "$work/img" --out "$work/out" "${small[@]}" --device cuda
-run "--size 8 --size 16 (an option twice)" "$ft" "$work/img" --out "$work/out" "${small[@]}" --size 16
-run "--resume --resume (a flag twice)" "$ft" "$work/img" --out "$work/out" "${small[@]}" --resume --resume
-run "--out is a file" "$ft" "$work/img" --out "$work/out/keep.txt" "${small[@]}"
+ftrun "--batch 1000000" --batch 1000000
+ftrun "--batch 100000" --batch 100000
+ftrun "--timesteps 10000000" --timesteps 10000000
+ftrun "--size 100000" --size 100000
+ftrun "--size 8192 (within the side limit)" --size 8192
+ftrun "--steps 99999999999999" --steps 99999999999999
+ftrun "--dim 100000" --dim 100000
+ftrun "--dim 16384 --mults 1 (within the width limit)" --dim 16384 --mults 1
+ftrun "--dim 2048 --mults 1,2 (2.6e9 parameters)" --dim 2048
+ftrun "--sampling-steps 100000 (T = 20)" --sampling-steps 100000
+ftrun "--samples 100000000" --samples 100000000
+ftrun "--samples 1000 --size 1024" --samples 1000 --size 1024
+ftrun "--minutes 1e300" --minutes 1e300
+ftrun "--device tpu" --device tpu
+ftrun "--device cuda (no GPU here)" --device cuda
+run "--size 8 --size 16 (an option twice)" "$ft" "$work/img" --out "$work/out" --size 8 --size 16 --dim 8 --mults 1,2 --timesteps 20 --steps 2 --sample-every 2 --samples 4 --sampling-steps 2
+run "--resume --resume (a flag twice)" "$ft" "$work/img" --out "$work/out" --resume --resume --size 8 --dim 8 --mults 1,2 --timesteps 20 --steps 2 --sample-every 2 --samples 4 --sampling-steps 2
+run "--out is a file" "$ft" "$work/img" --out "$work/out/keep.txt" --size 8 --dim 8 --mults 1,2 --timesteps 20 --steps 2 --sample-every 2 --samples 4 --sampling-steps 2
 
 echo
 echo "== samples/FashionMnist (the embedded test split)"
 fmsmall=(--out "$work/out" --no-metrics --steps 2)
-run "--steps 99999999999999" "$fm" "${fmsmall[@]}" --steps 99999999999999
+run "--steps 99999999999999" "$fm" --out "$work/out" --no-metrics --steps 99999999999999
 run "--sampling-steps 100000 (T = 1000)" "$fm" "${fmsmall[@]}" --sampling-steps 100000
 run "--minutes 1e300" "$fm" --out "$work/out" --no-metrics --minutes 1e300
 run "--experiment 1e300" "$fm" "${fmsmall[@]}" --experiment 1e300
@@ -96,10 +107,22 @@ run "--metric-images 100000000" "$fm" --out "$work/out" --steps 2 --metric-image
 run "--device tpu" "$fm" "${fmsmall[@]}" --device tpu
 run "--data (a folder without IDX files)" "$fm" "${fmsmall[@]}" --data "$work/img"
 run "--seed 1 --seed 2 (an option twice)" "$fm" "${fmsmall[@]}" --seed 1 --seed 2
+run "--minutes 1e-300" "$fm" --out "$work/out" --no-metrics --minutes 1e-300
 
 echo
 echo "== benchmarks"
 head -c 0 /dev/null > "$work/empty.zip"
+# A real model file (a tiny folder-trainer run), then damaged copies of it: cut in half, one byte flipped in the middle
+# (inside the compressed weights, the bulk of the file), text.
+dotnet "$ft" "$work/img" --out "$work/model-run" --size 8 --dim 8 --mults 1,2 --timesteps 20 --steps 2 --sample-every 2 --samples 4 --sampling-steps 2 > /dev/null
+model="$work/model-run/model.zip"
+size=$(stat -c %s "$model")
+head -c $((size / 2)) "$model" > "$work/half.zip"
+python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[len(b)//2]^=0x10; open(sys.argv[2],'wb').write(b)" "$model" "$work/flipped.zip"
+echo "not a model" > "$work/text.zip"
+for f in half flipped text; do
+  run "SamplerQuality: model file $f.zip" "$sq" "$work/$f.zip" "$work/none.bin" "$work/img"
+done
 run "SamplerQuality: a zero-byte model file" "$sq" "$work/empty.zip" "$work/none.bin" "$work/img"
 run "SamplerQuality: a model file that does not exist" "$sq" "$work/missing.zip" "$work/none.bin" "$work/img"
 run "SamplerQuality: IMAGES = abc" "$sq" "$work/empty.zip" "$work/none.bin" "$work/img" abc
