@@ -104,8 +104,8 @@ public sealed class FolderTrainerTests
         }
 
         StringAssert.StartsWith(Run(2, Array.Empty<string>()), "Missing IMAGES: the folder of images to train on");
-        StringAssert.StartsWith(Run(2, new[] { "imgs", "--size", "big" }), "--size expects a positive integer; got 'big'.");
-        StringAssert.StartsWith(Run(2, new[] { "imgs", "--mults", "1,x" }), "--mults expects a comma-separated list of positive integers, e.g. 1,2,4; got '1,x'.");
+        StringAssert.StartsWith(Run(2, new[] { "imgs", "--size", "big" }), "--size expects a positive integer of at most 8192; got 'big'.");
+        StringAssert.StartsWith(Run(2, new[] { "imgs", "--mults", "1,x" }), "--mults expects a comma-separated list of at most 16 positive integers of at most 16384, e.g. 1,2,4; got '1,x'.");
         StringAssert.StartsWith(Run(2, new[] { "imgs", "--channels", "2" }), "--channels expects one of auto, 1, 3; got '2'.");
         string typo = Run(2, new[] { "imgs", "--sample-evry", "5" });
         StringAssert.StartsWith(typo, "Unrecognized command or argument '--sample-evry'.");

@@ -13,7 +13,7 @@ namespace DiffusionSamples;
 /// The sample programs' command lines, declared on System.CommandLine: it tokenizes (<c>--x v</c>, <c>--x=v</c>,
 /// <c>@response-files</c>), writes the help, answers shell completion (the <c>[suggest]</c> directive that
 /// <c>dotnet-suggest</c> uses) and names unknown options with their likely spelling. What stays here is how a value is
-/// read: each option's parser names the option and what it expects ("--steps expects a positive integer; got 'abc'"),
+/// read: each option's parser names the option and what it expects ("--minutes expects a positive number; got 'soon'"),
 /// and every bad command line exits with 2, as the programs always have. Every number has a stated limit, said in the
 /// message ("--steps expects a positive integer of at most 1000000000; got '99999999999999'"), and an option given twice
 /// is refused ("--size is given twice ('8', then '16'): give it once"): a long run started from an ambiguous command line
