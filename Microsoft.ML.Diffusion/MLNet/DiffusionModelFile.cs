@@ -159,9 +159,10 @@ internal static class DiffusionModelFile
             if (read == 0)
             {
                 // In a zip entry the archive itself is whole (its directory, at its end, was read): an entry that ends early
-                // has damaged compressed data, which the decompressor stopped at; inline weights end with the file.
+                // has compressed data the decompressor stopped at (damaged), or was written short; inline weights end with
+                // the file. The two zip cases read the same here, so the message says both, damage first (the common one).
                 throw new InvalidDataException(zipEntry
-                    ? $"{source} is damaged: its '{WeightsEntryName}' entry decompresses to {weights.Length} of the {header.WeightLength} weight bytes its header declares (the entry's compressed data is corrupt)."
+                    ? $"{source} is damaged: its '{WeightsEntryName}' entry decompresses to {weights.Length} of the {header.WeightLength} weight bytes its header declares (the entry's compressed data is corrupt, or the entry was written truncated)."
                     : $"{source} is truncated: {weights.Length} of {header.WeightLength} weight bytes are present.");
             }
 
