@@ -69,12 +69,12 @@ public sealed class FashionMnistJobTests
     {
         (string[] Args, string Message)[] cases =
         {
-            (new[] { "--steps", "abc" }, "--steps expects a positive integer; got 'abc'."),
-            (new[] { "--steps", "0" }, "--steps expects a positive integer; got '0'."),
-            (new[] { "--steps=-3" }, "--steps expects a positive integer; got '-3'."),
-            (new[] { "--minutes", "soon" }, "--minutes expects a positive number; got 'soon'."),
+            (new[] { "--steps", "abc" }, "--steps expects a positive integer of at most 1000000000; got 'abc'."),
+            (new[] { "--steps", "0" }, "--steps expects a positive integer of at most 1000000000; got '0'."),
+            (new[] { "--steps=-3" }, "--steps expects a positive integer of at most 1000000000; got '-3'."),
+            (new[] { "--minutes", "soon" }, "--minutes expects a positive number of at most 1000000; got 'soon'."),
             (new[] { "--sampler", "euler" }, "--sampler expects one of ddim, ddpm; got 'euler'."),
-            (new[] { "--metric-images", "1" }, "--metric-images expects an integer of at least 2; got '1'."),
+            (new[] { "--metric-images", "1" }, "--metric-images expects an integer in [2, 10000]; got '1'."),
             (new[] { "--out" }, "--out expects a value; got nothing."),
             (new[] { "--resume=yes" }, "--resume takes no value; got 'yes'."),
             (new[] { "--stpes", "5" }, "Unrecognized command or argument '--stpes'."),

@@ -147,7 +147,7 @@ internal static class DiffusionModelFile
         }
     }
 
-    public static byte[] ReadWeights(BinaryReader reader, Header header, string source)
+    public static byte[] ReadWeights(BinaryReader reader, Header header, string source, bool zipEntry = false)
     {
         // Read in slices: a damaged length must not allocate more than the bytes that are really there.
         using var weights = new MemoryStream();
@@ -158,7 +158,12 @@ internal static class DiffusionModelFile
             int read = reader.Read(slice, 0, (int)Math.Min(slice.Length, remaining));
             if (read == 0)
             {
-                throw new InvalidDataException($"{source} is truncated: {weights.Length} of {header.WeightLength} weight bytes are present.");
+                // In a zip entry the archive itself is whole (its directory, at its end, was read): an entry that ends early
+                // has compressed data the decompressor stopped at (damaged), or was written short; inline weights end with
+                // the file. The two zip cases read the same here, so the message says both, damage first (the common one).
+                throw new InvalidDataException(zipEntry
+                    ? $"{source} is damaged: its '{WeightsEntryName}' entry decompresses to {weights.Length} of the {header.WeightLength} weight bytes its header declares (the entry's compressed data is corrupt, or the entry was written truncated)."
+                    : $"{source} is truncated: {weights.Length} of {header.WeightLength} weight bytes are present.");
             }
 
             weights.Write(slice, 0, read);

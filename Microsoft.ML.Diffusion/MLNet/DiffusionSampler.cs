@@ -1,4 +1,5 @@
 using System;
+using System.Globalization;
 using System.Collections.Generic;
 using System.IO;
 using System.Linq;
@@ -77,6 +78,7 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
             throw new FileNotFoundException($"Model file '{path}' does not exist.", path);
         }
 
+        CheckIsZipArchive(path);
         ITransformer loaded;
         try
         {
@@ -86,7 +88,7 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         {
             string message = data.Message.Contains(ModelSource.Unknown, StringComparison.Ordinal)
                 ? data.Message.Replace(ModelSource.Unknown, $"Model file '{path}'", StringComparison.Ordinal)
-                : data.Message.Contains(Path.GetFileName(path), StringComparison.Ordinal) ? data.Message : $"Model file '{path}' is damaged: {data.Message}";
+                : data.Message.Contains(Path.GetFileName(path), StringComparison.Ordinal) ? data.Message : $"Model file '{path}' is damaged: {ExplainZipError(data.Message)}";
             throw new InvalidDataException(message, data);
         }
         catch (Exception ex) when (ex is FormatException or InvalidOperationException or EndOfStreamException or IOException or TargetInvocationException)
@@ -291,7 +293,7 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         {
             weights = DiffusionModelFile.ReadWeights(MLNetInternals.Reader(ctx), header, source);
         }
-        else if (!MLNetInternals.TryLoadBinaryStream(ctx, DiffusionModelFile.WeightsEntryName, r => weights = DiffusionModelFile.ReadWeights(r, header, source)))
+        else if (!MLNetInternals.TryLoadBinaryStream(ctx, DiffusionModelFile.WeightsEntryName, r => weights = DiffusionModelFile.ReadWeights(r, header, source, zipEntry: true)))
         {
             throw new InvalidDataException($"{source} is missing its '{DiffusionModelFile.WeightsEntryName}' entry.");
         }
@@ -299,6 +301,42 @@ public sealed class DiffusionSampler : ITransformer, IDisposable
         var model = DiffusionModelFile.CreateModel(header, weights!, source);
         return new DiffusionSampler(env, model, header.Config.Sampling);
     }
+
+    // An ML.NET model file is a zip archive: an empty file, or one that does not start as a zip archive does, is named for
+    // what it is before ML.NET's reader says "Invalid argument" or "End of Central Directory record could not be found".
+    private static void CheckIsZipArchive(string path)
+    {
+        Span<byte> head = stackalloc byte[4];
+        int read;
+        long length;
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))
+        {
+            length = stream.Length;
+            read = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+        }
+
+        if (length == 0)
+        {
+            throw new InvalidDataException($"Model file '{path}' is empty (0 bytes): it was not written completely (a run stopped while saving it?) or is not a model file.");
+        }
+
+        if (read < 4 || head[0] != (byte)'P' || head[1] != (byte)'K' || head[2] != 3 || head[3] != 4)
+        {
+            throw new InvalidDataException(string.Create(
+                CultureInfo.InvariantCulture,
+                $"Model file '{path}' is not an ML.NET model file: it does not start as a zip archive does (its first bytes are {Convert.ToHexString(head[..read])}; {length:N0} bytes in all)."));
+        }
+    }
+
+    // The zip reader's words for damage, said as what they mean for a model file.
+    private static string ExplainZipError(string message) => message switch
+    {
+        _ when message.Contains("unsupported compression method", StringComparison.Ordinal) =>
+            $"the compressed data of one of its entries is corrupt (the zip reader says: {message})",
+        _ when message.Contains("End of Central Directory", StringComparison.Ordinal) =>
+            $"it is cut short or its end is damaged: the zip archive's directory, at the end of the file, is missing ({message})",
+        _ => message,
+    };
 
     private static DiffusionSampler? Find(ITransformer transformer) => transformer switch
     {

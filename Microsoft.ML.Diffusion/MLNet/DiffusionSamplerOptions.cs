@@ -108,9 +108,10 @@ public sealed class DiffusionSamplerOptions
             throw new ArgumentOutOfRangeException(nameof(GuidanceScale), GuidanceScale, "DiffusionSamplerOptions.GuidanceScale must be finite.");
         }
 
-        if (MicroBatchSize is < 1)
+        if (MicroBatchSize is < 1 or > ModelLimits.MaxMicroBatch)
         {
-            throw new ArgumentOutOfRangeException(nameof(MicroBatchSize), MicroBatchSize, "DiffusionSamplerOptions.MicroBatchSize must be positive.");
+            throw new ArgumentOutOfRangeException(
+                nameof(MicroBatchSize), MicroBatchSize, $"DiffusionSamplerOptions.MicroBatchSize must be in [1, {ModelLimits.MaxMicroBatch}]; got {MicroBatchSize}.");
         }
 
         if (string.IsNullOrWhiteSpace(OutputImageColumnName) || string.IsNullOrWhiteSpace(OutputPixelsColumnName) || OutputImageColumnName == OutputPixelsColumnName)

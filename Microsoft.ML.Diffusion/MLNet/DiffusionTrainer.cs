@@ -57,7 +57,75 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
             device = new torch.Device(DeviceType.CUDA, world.LocalRank % Math.Max(1, torch.cuda.device_count()));
         }
 
+        CheckMemory(options.EstimateMemory(input.GetRowCount() ?? 0), device);
         using var channel = host.Start("Training");
+        try
+        {
+            return Train(input, channel, device, world);
+        }
+        catch (Exception ex) when (TrainingMemoryEstimate.DescribeNativeOutOfMemory(ex) is string what)
+        {
+            throw new InsufficientMemoryException(
+                $"Training ran out of memory: {what}. The options' estimate was {options.EstimateMemory(input.GetRowCount() ?? 0)}. "
+                + "Lower BatchSize (or set MicroBatchSize), the image size or the network's width.",
+                ex);
+        }
+    }
+
+    /// <summary>The output schema: the input's columns plus the generated image and pixel columns.</summary>
+    /// <param name="inputSchema">The input shape.</param>
+    /// <returns>The output shape.</returns>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        if (Find(inputSchema, options.ImageColumnName) is not SchemaShape.Column image)
+        {
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Image column '{options.ImageColumnName}' is not in the input schema.");
+        }
+
+        bool isImage = image.ItemType is ImageDataViewType && image.Kind == SchemaShape.Column.VectorKind.Scalar;
+        bool isVector = image.Kind == SchemaShape.Column.VectorKind.Vector && (image.ItemType == NumberDataViewType.Single || image.ItemType == NumberDataViewType.Byte);
+        if (!isImage && !isVector)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(inputSchema), $"Image column '{options.ImageColumnName}' has type {image.ItemType} ({image.Kind}); expected an image or a fixed-size Single/Byte vector.");
+        }
+
+        if (options.LabelColumnName is string label && Find(inputSchema, label) is null)
+        {
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{label}' is not in the input schema.");
+        }
+
+        var sampling = options.Sampling;
+        var columns = inputSchema.Where(c => c.Name != sampling.OutputImageColumnName && c.Name != sampling.OutputPixelsColumnName).ToList();
+        columns.Add(MLNetInternals.Column(sampling.OutputImageColumnName, SchemaShape.Column.VectorKind.Scalar, new ImageDataViewType(options.Height, options.Width)));
+        columns.Add(MLNetInternals.Column(sampling.OutputPixelsColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Single));
+        return new SchemaShape(columns);
+    }
+
+    // Refuses, before anything large is allocated, a run whose estimate exceeds the memory available. On a GPU the
+    // activations live in the device's memory, which is not measured here: only the parameters and the data are compared
+    // with the host's memory there (libtorch's own out-of-memory error is translated by Fit).
+    private static void CheckMemory(TrainingMemoryEstimate estimate, TorchSharp.torch.Device device)
+    {
+        if (TrainingMemoryEstimate.AvailableBytes() is not long available)
+        {
+            return;
+        }
+
+        bool cpu = device.type == TorchSharp.DeviceType.CPU;
+        long needed = cpu ? estimate.TotalBytes : estimate.ParameterBytes + estimate.DataBytes;
+        if (needed > available)
+        {
+            throw new InsufficientMemoryException(
+                $"Training needs {estimate}, but {TrainingMemoryEstimate.Format(available)} of memory is available: "
+                + "lower BatchSize (or set MicroBatchSize), the image size or the network's width.");
+        }
+    }
+
+    private DiffusionSampler Train(IDataView input, IChannel channel, TorchSharp.torch.Device device, Communicator world)
+    {
+        int height = options.Height, width = options.Width, channels = options.Channels;
         using var data = ImageBatchReader.ReadAll(input, options.ImageColumnName, options.LabelColumnName, channels, height, width);
         if (data.Count < 100 && world.IsRoot)
         {
@@ -107,37 +175,6 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
             diffusion.Dispose();
             throw;
         }
-    }
-
-    /// <summary>The output schema: the input's columns plus the generated image and pixel columns.</summary>
-    /// <param name="inputSchema">The input shape.</param>
-    /// <returns>The output shape.</returns>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        if (Find(inputSchema, options.ImageColumnName) is not SchemaShape.Column image)
-        {
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Image column '{options.ImageColumnName}' is not in the input schema.");
-        }
-
-        bool isImage = image.ItemType is ImageDataViewType && image.Kind == SchemaShape.Column.VectorKind.Scalar;
-        bool isVector = image.Kind == SchemaShape.Column.VectorKind.Vector && (image.ItemType == NumberDataViewType.Single || image.ItemType == NumberDataViewType.Byte);
-        if (!isImage && !isVector)
-        {
-            throw new ArgumentOutOfRangeException(
-                nameof(inputSchema), $"Image column '{options.ImageColumnName}' has type {image.ItemType} ({image.Kind}); expected an image or a fixed-size Single/Byte vector.");
-        }
-
-        if (options.LabelColumnName is string label && Find(inputSchema, label) is null)
-        {
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{label}' is not in the input schema.");
-        }
-
-        var sampling = options.Sampling;
-        var columns = inputSchema.Where(c => c.Name != sampling.OutputImageColumnName && c.Name != sampling.OutputPixelsColumnName).ToList();
-        columns.Add(MLNetInternals.Column(sampling.OutputImageColumnName, SchemaShape.Column.VectorKind.Scalar, new ImageDataViewType(options.Height, options.Width)));
-        columns.Add(MLNetInternals.Column(sampling.OutputPixelsColumnName, SchemaShape.Column.VectorKind.Vector, NumberDataViewType.Single));
-        return new SchemaShape(columns);
     }
 
     // What must not change between a checkpoint and the run that resumes from it. Chunks draw their own timesteps and noise,

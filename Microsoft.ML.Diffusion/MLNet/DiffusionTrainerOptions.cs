@@ -334,9 +334,43 @@ public sealed class DiffusionTrainerOptions
         ArgumentNullException.ThrowIfNull(Network, nameof(Network));
         ArgumentNullException.ThrowIfNull(Sampling, nameof(Sampling));
         Training.Validate();
-        DescribeModel(Network.ClassCount).Validate();
+        var model = DescribeModel(Network.ClassCount);
+        model.Validate();
         Sampling.Validate();
+
+        // The sampler of the trained model (and of every milestone) must fit the schedule: checked now, not after training.
+        using (var scheduler = Sampling.Scheduler.Clone())
+        {
+            try
+            {
+                scheduler.SetTimesteps(model.CreateSchedule());
+            }
+            catch (ArgumentException ex)
+            {
+                throw new ArgumentOutOfRangeException(nameof(Sampling), $"Sampling.Scheduler does not fit the schedule of {model.CreateSchedule().Timesteps} timesteps: {ex.Message.Split(" (Parameter", 2)[0]}");
+            }
+        }
+
         _ = Torch.ParseDevice(Device);
+    }
+
+    /// <summary>
+    /// Estimates the memory training with these options needs — the network's parameters and their training state, the
+    /// activations of one forward and backward pass, the training images — from the options alone, before anything is
+    /// allocated. <see cref="DiffusionTrainer.Fit"/> refuses a run whose estimate exceeds the memory available
+    /// (<see cref="TrainingMemoryEstimate.AvailableBytes"/>) on the CPU.
+    /// </summary>
+    /// <param name="imageCount">The number of training images (0 when not known: the data are then not counted).</param>
+    /// <param name="classCount">The number of classes of the data (0: unconditional).</param>
+    /// <returns>The estimate.</returns>
+    /// <exception cref="ArgumentException">The options are invalid (<see cref="Validate"/>).</exception>
+    public TrainingMemoryEstimate EstimateMemory(long imageCount, int classCount = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(imageCount);
+        ArgumentOutOfRangeException.ThrowIfNegative(classCount);
+        DescribeModel(classCount).Validate();
+        Training.Validate();
+        return TrainingMemoryEstimate.For(this, imageCount, classCount);
     }
 
     /// <summary>

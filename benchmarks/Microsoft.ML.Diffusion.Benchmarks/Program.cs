@@ -23,108 +23,117 @@ if (Scaling.Wants(args))
     return Scaling.Run(args);
 }
 
-BenchmarkOptions options;
 try
 {
-    options = BenchmarkOptions.Parse(args);
-}
-catch (ArgumentException ex)
-{
-    Console.Error.WriteLine(ex.Message);
-    return 2;
-}
-
-Device device;
-try
-{
-    device = DeviceChoice.Parse(options.Device);
-}
-catch (ArgumentException ex)
-{
-    Console.Error.WriteLine(ex.Message);
-    return 1;
-}
-
-torch.set_num_threads(options.Threads);
-if (options.Tf32)
-{
-    torch.backends.cuda.matmul.allow_tf32 = true;
-    torch.backends.cudnn.allow_tf32 = true;
-}
-
-if (options.Suite is not null)
-{
-    // The rows of the GPU issue, each measured like the PyTorch peer (shared/gpu/peer_gpu.py): 20 timed training steps
-    // after 5 warm-up steps, one timed DDIM-50 run after a warm-up run; ours and the peer's from the same machine.
-    var peer = options.PeerFile is string file ? PeerTimes.Read(file) : new Dictionary<string, double>();
-    var rows = new List<Dictionary<string, object?>>();
-    foreach (var (name, config, phase, batch) in Suite.Rows)
+    BenchmarkOptions options;
+    try
     {
-        var result = Measure.Run(options with { Config = config, Phase = phase, Batch = batch, Steps = phase == "train" ? 20 : 1, Warmup = phase == "train" ? 5 : 1 }, device);
-        rows.Add(new Dictionary<string, object?>
-        {
-            ["name"] = name,
-            ["ours_s"] = result.Median,
-            ["peer_s"] = peer.TryGetValue(name, out double p) ? p : null,
-            ["ratio"] = peer.TryGetValue(name, out double q) ? q / result.Median : null,
-        });
-        Console.Error.WriteLine(FormattableString.Invariant($"{name}: {result.Median:F4} s"));
+        options = BenchmarkOptions.Parse(args);
+    }
+    catch (ArgumentException ex)
+    {
+        Console.Error.WriteLine(ex.Message);
+        return 2;
     }
 
-    var suiteReport = new Dictionary<string, object?>
+    Device device;
+    try
     {
+        device = DeviceChoice.Parse(options.Device);
+    }
+    catch (ArgumentException ex)
+    {
+        Console.Error.WriteLine(ex.Message);
+        return 1;
+    }
+
+    torch.set_num_threads(options.Threads);
+    if (options.Tf32)
+    {
+        torch.backends.cuda.matmul.allow_tf32 = true;
+        torch.backends.cudnn.allow_tf32 = true;
+    }
+
+    if (options.Suite is not null)
+    {
+        // The rows of the GPU issue, each measured like the PyTorch peer (shared/gpu/peer_gpu.py): 20 timed training steps
+        // after 5 warm-up steps, one timed DDIM-50 run after a warm-up run; ours and the peer's from the same machine.
+        var peer = options.PeerFile is string file ? PeerTimes.Read(file) : new Dictionary<string, double>();
+        var rows = new List<Dictionary<string, object?>>();
+        foreach (var (name, config, phase, batch) in Suite.Rows)
+        {
+            var result = Measure.Run(options with { Config = config, Phase = phase, Batch = batch, Steps = phase == "train" ? 20 : 1, Warmup = phase == "train" ? 5 : 1 }, device);
+            rows.Add(new Dictionary<string, object?>
+            {
+                ["name"] = name,
+                ["ours_s"] = result.Median,
+                ["peer_s"] = peer.TryGetValue(name, out double p) ? p : null,
+                ["ratio"] = peer.TryGetValue(name, out double q) ? q / result.Median : null,
+            });
+            Console.Error.WriteLine(FormattableString.Invariant($"{name}: {result.Median:F4} s"));
+        }
+
+        var suiteReport = new Dictionary<string, object?>
+        {
+            ["device"] = DeviceChoice.Describe(device),
+            ["tf32"] = options.Tf32,
+            ["torchsharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
+            ["dotnet"] = Environment.Version.ToString(),
+            ["rows"] = rows,
+        };
+        Console.WriteLine(JsonSerializer.Serialize(suiteReport));
+        return 0;
+    }
+
+    var measured = Measure.Run(options, device);
+    var sorted = measured.Times.OrderBy(t => t).ToArray();
+    var report = new Dictionary<string, object?>
+    {
+        ["config"] = options.Config,
+        ["phase"] = measured.Phase,
+        ["batch"] = measured.Batch,
+        ["image_size"] = measured.Size,
         ["device"] = DeviceChoice.Describe(device),
-        ["tf32"] = options.Tf32,
+        ["timed_units"] = sorted.Length,
+        ["median_seconds"] = measured.Median,
+        ["min_seconds"] = sorted.First(),
+        ["max_seconds"] = sorted.Last(),
+        ["images_per_second"] = measured.Batch / measured.Median,
+        ["peak_rss_mib"] = Rss.PeakMib(),
+        ["params"] = measured.Parameters,
+        ["threads"] = torch.get_num_threads(),
         ["torchsharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
+        ["libtorch"] = "2.10.0",
+        ["processor"] = Rss.Processor(),
         ["dotnet"] = Environment.Version.ToString(),
-        ["rows"] = rows,
     };
-    Console.WriteLine(JsonSerializer.Serialize(suiteReport));
+    if (options.Soak)
+    {
+        report["rss_mib_by_step"] = measured.RssSamples.ToDictionary(s => s.Step.ToString(CultureInfo.InvariantCulture), s => Math.Round(s.Mib, 1));
+        var from200 = measured.RssSamples.First(s => s.Step >= 200).Mib;
+        report["rss_growth_from_step_200"] = (measured.RssSamples[^1].Mib - from200) / from200;
+    }
+
+    if (options.Json)
+    {
+        Console.WriteLine(JsonSerializer.Serialize(report));
+    }
+    else
+    {
+        foreach (var (key, value) in report)
+        {
+            Console.WriteLine($"{key,-26} {value}");
+        }
+    }
+
     return 0;
 }
-
-var measured = Measure.Run(options, device);
-var sorted = measured.Times.OrderBy(t => t).ToArray();
-var report = new Dictionary<string, object?>
+catch (Exception ex) when (DiffusionSamples.UserErrors.Describe(ex, new Dictionary<string, string> { ["device"] = "--device" }) is string line)
 {
-    ["config"] = options.Config,
-    ["phase"] = measured.Phase,
-    ["batch"] = measured.Batch,
-    ["image_size"] = measured.Size,
-    ["device"] = DeviceChoice.Describe(device),
-    ["timed_units"] = sorted.Length,
-    ["median_seconds"] = measured.Median,
-    ["min_seconds"] = sorted.First(),
-    ["max_seconds"] = sorted.Last(),
-    ["images_per_second"] = measured.Batch / measured.Median,
-    ["peak_rss_mib"] = Rss.PeakMib(),
-    ["params"] = measured.Parameters,
-    ["threads"] = torch.get_num_threads(),
-    ["torchsharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
-    ["libtorch"] = "2.10.0",
-    ["processor"] = Rss.Processor(),
-    ["dotnet"] = Environment.Version.ToString(),
-};
-if (options.Soak)
-{
-    report["rss_mib_by_step"] = measured.RssSamples.ToDictionary(s => s.Step.ToString(CultureInfo.InvariantCulture), s => Math.Round(s.Mib, 1));
-    var from200 = measured.RssSamples.First(s => s.Step >= 200).Mib;
-    report["rss_growth_from_step_200"] = (measured.RssSamples[^1].Mib - from200) / from200;
+    // What a user can cause (a missing or damaged file, a bad value): one line, no stack trace.
+    Console.Error.WriteLine($"Error: {line}");
+    return 1;
 }
-
-if (options.Json)
-{
-    Console.WriteLine(JsonSerializer.Serialize(report));
-}
-else
-{
-    foreach (var (key, value) in report)
-    {
-        Console.WriteLine($"{key,-26} {value}");
-    }
-}
-
-return 0;
 
 internal sealed record Measurement(string Phase, int Batch, int Size, long Parameters, double Median, IReadOnlyList<double> Times, IReadOnlyList<(int Step, double Mib)> RssSamples);
 
@@ -291,6 +300,10 @@ internal static class DeviceChoice
 
 internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch, int? Steps, int Threads, int Warmup, bool Json, bool Soak, int? MicroBatch, string Device, bool Tf32, string? Suite, string? PeerFile)
 {
+    // Images per step or sampling run: the benchmark allocates one batch of random images up front (4 MiB per 1,024
+    // images of config B), so a larger one is refused by its size before libtorch is asked for it.
+    private const int MaxBatch = 65_536;
+
     public static BenchmarkOptions Parse(string[] args)
     {
         string config = "A", phase = "train";
@@ -299,18 +312,34 @@ internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch,
         bool json = false, soak = false, tf32 = false;
         string device = "cpu";
         string? suite = null, peer = null;
+        var given = new HashSet<string>();
         for (int i = 0; i < args.Length; i++)
         {
+            // Each option once (as in every program here); each number named with its limit when it is refused.
+            string name = args[i];
+            if (!given.Add(name))
+            {
+                throw new ArgumentException($"{name} is given more than once: give it once.");
+            }
+
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            int Count(int min, int max)
+            {
+                string value = Next();
+                return int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= min && n <= max
+                    ? n
+                    : throw new ArgumentException($"{name} expects an integer in [{min}, {max}]; got '{value}'.");
+            }
+
             switch (args[i])
             {
                 case "--config": config = Next().ToUpperInvariant(); break;
                 case "--phase": phase = Next().ToLowerInvariant(); break;
-                case "--batch": batch = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--steps": steps = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--threads": threads = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--warmup": warmup = int.Parse(Next(), CultureInfo.InvariantCulture); break;
-                case "--micro-batch": micro = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--batch": batch = Count(1, MaxBatch); break;
+                case "--steps": steps = Count(1, 1_000_000); break;
+                case "--threads": threads = Count(1, 1024); break;
+                case "--warmup": warmup = Count(0, 1_000_000); break;
+                case "--micro-batch": micro = Count(1, MaxBatch); break;
                 case "--json": json = true; break;
                 case "--soak": soak = true; break;
                 case "--device": device = Next(); break;

@@ -29,37 +29,56 @@ public static class FashionMnistJob
     /// <summary>Class names of Fashion-MNIST, by label.</summary>
     public static readonly string[] ClassNames = { "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot" };
 
+    /// <summary>The job's diffusion steps T (so --sampling-steps is at most this).</summary>
+    public const int Timesteps = 1000;
+
     private const string InstalledFolder = "/usr/share/datasets/fashion-mnist";
 
-    /// <summary>Runs the job; returns the process exit code.</summary>
+    /// <summary>The command-line option of each library setting, for the messages (a library message names the setting).</summary>
+    internal static readonly System.Collections.Generic.IReadOnlyDictionary<string, string> OptionNames = new System.Collections.Generic.Dictionary<string, string>
+    {
+        ["TrainSteps"] = "--steps",
+        ["MaxTrainingTime"] = "--minutes",
+        ["Sampling"] = "--sampling-steps",
+        ["GuidanceScale"] = "--guidance",
+        ["Device"] = "--device",
+        ["device"] = "--device",
+    };
+
+    /// <summary>Runs the job; returns the process exit code (0 done, 1 failed on what it was given, 2 bad command line).</summary>
     public static int Run(string[] args, TextWriter console)
     {
+        ArgumentNullException.ThrowIfNull(console);
         if (!JobOptions.TryParse(args, console, out var options, out int exitCode))
         {
             return exitCode;
         }
 
+        return UserErrors.Run(console, OptionNames, () => Train(options, console));
+    }
+
+    private static int Train(JobOptions options, TextWriter console)
+    {
         var total = Stopwatch.StartNew();
+
+        // The settings first (in a second, naming the option), then the data, then the memory: nothing is written to
+        // --out before all three are known good.
+        var trainer = ToTrainerOptions(options);
+        trainer.Validate();
+        UserErrors.CheckOutputFolder(options.Out);
         var mlContext = new MLContext(seed: options.Seed);
         var source = FindData(options.Data);
         console.WriteLine($"Data: {source.Description}");
         var (train, test) = Split(mlContext, source, holdOut: options.Metrics);
+        long rows = train.GetRowCount() ?? 0;
+        if (UserErrors.CheckMemory(trainer.EstimateMemory(rows, options.Unconditional ? 0 : ClassNames.Length), options.Device, $"the job's network and batch of {trainer.BatchSize} on {rows} images") is string tooBig)
+        {
+            console.WriteLine($"Error: {tooBig}");
+            return UserErrors.Failed;
+        }
 
         // The output folder is this run's alone from here (a second process on it stops at once, having touched nothing).
-        var trainer = ToTrainerOptions(options);
-        trainer.Validate();
-        RunFolder held;
-        try
-        {
-            held = RunFolder.Acquire(options.Out);
-        }
-        catch (IOException ex)
-        {
-            console.WriteLine($"Error: {ex.Message}");
-            return 1;
-        }
-
-        using var folder = held;
+        using var folder = RunFolder.Acquire(options.Out);
         if (options.Experiment is double minutes)
         {
             trainer = Experiment(mlContext, trainer, train, minutes, console);
@@ -123,7 +142,7 @@ public static class FashionMnistJob
             LabelColumnName = options.Unconditional ? null : "Label",
             ImageSize = 28,
             Channels = 1,
-            Timesteps = 1000,
+            Timesteps = Timesteps,
             Schedule = BetaSchedule.Cosine,
             Objective = gpu ? PredictionTarget.Noise : PredictionTarget.Velocity,
             Loss = DiffusionLoss.MeanSquaredError,

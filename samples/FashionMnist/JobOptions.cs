@@ -51,6 +51,9 @@ public sealed class JobOptions
     /// <summary>Gets or sets the seed.</summary>
     public int Seed { get; set; } = 1;
 
+    /// <summary>The most images the Fréchet distance compares: Fashion-MNIST's test split (10,000), which it splits in two.</summary>
+    public const int MaxMetricImages = 10_000;
+
     /// <summary>Gets the usage text (what --help prints).</summary>
     public static string Usage => Define(new JobOptions()).Usage;
 
@@ -77,18 +80,18 @@ public sealed class JobOptions
             "Trains a class-conditional diffusion model on Fashion-MNIST through the ML.NET API, then writes a labelled grid of\n"
             + "samples, a progressive-denoising strip, a model file, the training log and curve and held-out metrics to OUT.")
             .Text("--data", "DIR", "a folder with train-*/t10k-* IDX files (default: the full split when installed, else the embedded test split)", v => o.Data = v)
-            .Integer("--steps", "N", "a fixed number of optimizer steps instead of the time budget", v => o.Steps = v)
-            .Number("--minutes", "M", "the training time budget (default 6.5)", v => o.Minutes = v)
+            .Integer("--steps", "N", "a fixed number of optimizer steps instead of the time budget", v => o.Steps = v, max: Limits.MaxSteps)
+            .Number("--minutes", "M", "the training time budget (default 6.5)", v => o.Minutes = v, max: Limits.MaxMinutes)
             .Text("--out", "DIR", "the output folder (default out)", v => o.Out = v)
             .Choice("--sampler", "the sampler of the pictures (default ddim)", new[] { "ddim", "ddpm" }, v => o.Sampler = v)
             .Choice("--network", "the denoiser (default unet)", new[] { "unet", "dit" }, v => o.Network = v)
-            .Integer("--sampling-steps", "S", "DDIM steps (default 50)", v => o.SamplingSteps = v)
-            .Number("--guidance", "W", "classifier-free guidance scale (default 2)", v => o.Guidance = v, allowZero: true)
+            .Integer("--sampling-steps", "S", "DDIM steps (default 50; at most the job's 1000 diffusion steps)", v => o.SamplingSteps = v, max: FashionMnistJob.Timesteps)
+            .Number("--guidance", "W", "classifier-free guidance scale (default 2)", v => o.Guidance = v, allowZero: true, max: Limits.MaxGuidance)
             .Flag("--unconditional", "train without labels", () => o.Unconditional = true)
             .Flag("--resume", "continue from the newest checkpoint in OUT/checkpoints", () => o.Resume = true)
             .Text("--device", "cpu|cuda", "the device: cpu, cuda or cuda:N (default cpu)", v => o.Device = v)
             .Integer("--seed", "N", "the seed (default 1)", v => o.Seed = v, min: 0)
-            .Number("--experiment", "MINUTES", "first search the diffusion options for that long, then train the best", v => o.Experiment = v)
+            .Number("--experiment", "MINUTES", "first search the diffusion options for that long, then train the best", v => o.Experiment = v, max: Limits.MaxMinutes)
             .Flag("--no-metrics", "skip bits/dim and the Fréchet distance at the end", () => o.Metrics = false)
-            .Integer("--metric-images", "N", "images the Fréchet distance compares (default 200 on the CPU, 1000 on a GPU)", v => o.MetricImages = v, min: 2);
+            .Integer("--metric-images", "N", "images the Fréchet distance compares (default 200 on the CPU, 1000 on a GPU)", v => o.MetricImages = v, min: 2, max: MaxMetricImages);
 }

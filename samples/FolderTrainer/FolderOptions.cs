@@ -1,6 +1,7 @@
 using System.Collections.Generic;
 using System.IO;
 using DiffusionSamples;
+using Microsoft.ML.Diffusion.Core.Diffusion;
 
 namespace FolderTrainer;
 
@@ -101,21 +102,21 @@ public sealed class FolderOptions
             + "checkpoints to OUT; --resume continues exactly where a stopped run left off.")
             .Argument("IMAGES", "the folder of images to train on (searched recursively)", v => o.Folder = v)
             .Text("--out", "DIR", "the output folder (default results)", v => o.Out = v)
-            .Integer("--size", "N", "the side images are resized and centre-cropped to (default 32)", v => o.Size = v)
+            .Integer("--size", "N", "the side images are resized and centre-cropped to (default 32)", v => o.Size = v, max: GaussianDiffusionOptions.MaxImageSide)
             .Choice("--channels", "gray (1), RGB (3), or auto: gray when every sampled image is gray (default auto)", new[] { "auto", "1", "3" }, v => o.Channels = v)
             .Flag("--labels", "class-conditional: each image's first-level sub-folder is its class", () => o.Labels = true)
-            .Integer("--steps", "N", "optimizer steps (default 10000)", v => o.Steps = v)
-            .Number("--minutes", "M", "stop after this many minutes even if --steps are not done", v => o.Minutes = v)
-            .Integer("--batch", "N", "images per step (default 32)", v => o.Batch = v)
-            .Number("--lr", "X", "peak learning rate of AdamW (default 0.001)", v => o.LearningRate = v)
-            .Integer("--warmup", "N", "linear warm-up steps (default 200, or a tenth of the steps a --minutes budget allows when fewer)", v => o.Warmup = v, min: 0)
-            .Integer("--dim", "N", "the U-Net's base width (default 32)", v => o.Dim = v)
-            .IntegerList("--mults", "A,B,..", "the U-Net's width multipliers per level (default 1,2,4)", v => o.Mults = v)
-            .Integer("--timesteps", "T", "diffusion steps (default 1000)", v => o.Timesteps = v, min: 2)
-            .Integer("--sample-every", "N", "steps between milestones: a sample grid and a model file (default 1000)", v => o.SampleEvery = v)
-            .Integer("--samples", "N", "images in each sample grid (default 25)", v => o.Samples = v)
-            .Integer("--sampling-steps", "S", "DDIM steps for the grids and the saved models (default 50)", v => o.SamplingSteps = v)
-            .Number("--guidance", "W", "classifier-free guidance scale with --labels (default 2)", v => o.Guidance = v, allowZero: true)
+            .Integer("--steps", "N", "optimizer steps (default 10000)", v => o.Steps = v, max: Limits.MaxSteps)
+            .Number("--minutes", "M", "stop after this many minutes even if --steps are not done", v => o.Minutes = v, max: Limits.MaxMinutes)
+            .Integer("--batch", "N", "images per step (default 32)", v => o.Batch = v, max: Limits.MaxBatch)
+            .Number("--lr", "X", "peak learning rate of AdamW (default 0.001)", v => o.LearningRate = v, max: Limits.MaxLearningRate)
+            .Integer("--warmup", "N", "linear warm-up steps (default 200, or a tenth of the steps a --minutes budget allows when fewer)", v => o.Warmup = v, min: 0, max: Limits.MaxSteps)
+            .Integer("--dim", "N", "the U-Net's base width (default 32)", v => o.Dim = v, max: Limits.MaxWidth)
+            .IntegerList("--mults", "A,B,..", "the U-Net's width multipliers per level (default 1,2,4)", v => o.Mults = v, max: Limits.MaxWidth, maxCount: Limits.MaxLevels)
+            .Integer("--timesteps", "T", "diffusion steps (default 1000)", v => o.Timesteps = v, min: 2, max: GaussianDiffusionOptions.MaxTimesteps)
+            .Integer("--sample-every", "N", "steps between milestones: a sample grid and a model file (default 1000)", v => o.SampleEvery = v, max: Limits.MaxSteps)
+            .Integer("--samples", "N", "images in each sample grid (default 25)", v => o.Samples = v, max: Limits.MaxSamples)
+            .Integer("--sampling-steps", "S", "DDIM steps for the grids and the saved models (default 50; at most --timesteps)", v => o.SamplingSteps = v, max: GaussianDiffusionOptions.MaxTimesteps)
+            .Number("--guidance", "W", "classifier-free guidance scale with --labels (default 2)", v => o.Guidance = v, allowZero: true, max: Limits.MaxGuidance)
             .Flag("--flip", "flip training images left-right at random", () => o.Flip = true)
             .Flag("--resume", "continue the run in OUT/checkpoints", () => o.Resume = true)
             .Text("--device", "cpu|cuda", "the device: cpu, cuda or cuda:N (default cpu)", v => o.Device = v)

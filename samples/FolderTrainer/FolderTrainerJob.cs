@@ -47,21 +47,40 @@ public static class FolderTrainerJob
             return exitCode;
         }
 
-        try
-        {
-            return Train(options, console);
-        }
-        catch (Exception ex) when (ex is IOException or InvalidDataException or InvalidOperationException or ArgumentException or UnauthorizedAccessException)
-        {
-            console.WriteLine();
-            console.WriteLine($"Error: {ex.Message}");
-            return 1;
-        }
+        return UserErrors.Run(console, OptionNames, () => Train(options, console));
     }
+
+    /// <summary>The command-line option of each library setting, for the messages (a library message names the setting).</summary>
+    internal static readonly IReadOnlyDictionary<string, string> OptionNames = new Dictionary<string, string>
+    {
+        ["ImageHeight"] = "--size",
+        ["ImageWidth"] = "--size",
+        ["Channels"] = "--channels",
+        ["Dim"] = "--dim",
+        ["DimMults"] = "--mults",
+        ["Timesteps"] = "--timesteps",
+        ["BatchSize"] = "--batch",
+        ["TrainSteps"] = "--steps",
+        ["LearningRate"] = "--lr",
+        ["WarmupSteps"] = "--warmup",
+        ["MaxTrainingTime"] = "--minutes",
+        ["CheckpointEvery"] = "--sample-every",
+        ["Sampling"] = "--sampling-steps",
+        ["GuidanceScale"] = "--guidance",
+        ["Device"] = "--device",
+        ["device"] = "--device",
+    };
 
     private static int Train(FolderOptions options, TextWriter console)
     {
         var total = Stopwatch.StartNew();
+        string checkpoints = Path.Combine(options.Out, "checkpoints");
+
+        // Every setting, and every combination of them, is checked before the folder is read (the channels are not known
+        // yet: the checks do not depend on them), so that a bad one fails in a second and names its option.
+        ToTrainerOptions(options, options.Channels == "3" ? 3 : 1, options.Warmup ?? DefaultWarmup, checkpoints).Validate();
+        UserErrors.CheckOutputFolder(options.Out);
+        CheckSampleGrid(options);
         if (!Directory.Exists(options.Folder))
         {
             throw new DirectoryNotFoundException($"The image folder '{options.Folder}' does not exist.");
@@ -91,8 +110,18 @@ public static class FolderTrainerJob
 
         // Nothing is written to --out before the inputs and the settings are known good; then the folder is this run's
         // alone (a second process on it stops here, having touched nothing).
-        string checkpoints = Path.Combine(options.Out, "checkpoints");
-        ToTrainerOptions(options, channels, options.Warmup ?? DefaultWarmup, checkpoints).Validate();
+        var settings = ToTrainerOptions(options, channels, options.Warmup ?? DefaultWarmup, checkpoints);
+        settings.Validate();
+        int classCount = options.Labels && data.Schema["Label"].Type is KeyDataViewType key ? (int)key.Count : 0;
+        if (UserErrors.CheckMemory(
+                settings.EstimateMemory(files.Length, classCount),
+                options.Device,
+                $"--batch {options.Batch}, --size {options.Size}, --dim {options.Dim} and --mults {string.Join(',', options.Mults)} on {files.Length} images") is string tooBig)
+        {
+            console.WriteLine($"Error: {tooBig}");
+            return UserErrors.Failed;
+        }
+
         using var folder = RunFolder.Acquire(options.Out);
         int newest = LatestCheckpointStep(checkpoints);
         if (newest > 0 && !options.Resume)
@@ -253,6 +282,20 @@ public static class FolderTrainerJob
             ? Enumerable.Range(0, count).Select(i => names is not null && i % classCount < names.Count ? names[i % classCount] : (i % classCount).ToString(CultureInfo.InvariantCulture)).ToArray()
             : null;
         ImageConversion.SavePng(DiffusionPictures.LabelledGrid(images, columns, captions, scale: Math.Max(1, 64 / options.Size)), path);
+    }
+
+    // The sample grid is a PNG the library would read back: its side is bounded as an image folder's images are.
+    private static void CheckSampleGrid(FolderOptions options)
+    {
+        int columns = (int)Math.Ceiling(Math.Sqrt(options.Samples));
+        long cell = (long)options.Size * Math.Max(1, 64 / options.Size);
+        if (columns * cell > ImageFolder.MaxImageSide)
+        {
+            long most = (long)Math.Pow(Math.Max(1, ImageFolder.MaxImageSide / cell), 2);
+            throw new ArgumentOutOfRangeException(
+                nameof(options.Samples),
+                string.Create(CultureInfo.InvariantCulture, $"--samples {options.Samples} at --size {options.Size} makes a sample grid over {columns * cell} pixels wide; the limit is {ImageFolder.MaxImageSide} (ImageFolder.MaxImageSide): at most {most} samples at this size."));
+        }
     }
 
     // Gray when every sampled image (up to 64, spread over the folder) has R = G = B everywhere.

@@ -13,7 +13,14 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 string output = args.Length > 0 ? args[0] : "quickstart.png";
-int steps = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 200;
+int steps = 200;
+if (args.Length > 2 || (args.Length > 1 && !(int.TryParse(args[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out steps) && steps is >= 1 and <= 1_000_000)))
+{
+    // One line, as every program here: the step count is bounded (a million steps of this example take days).
+    Console.WriteLine("usage: QuickStart [OUTPUT.png] [STEPS: an integer in [1, 1000000], default 200]");
+    return 2;
+}
+
 manual_seed(0);
 torch.set_num_threads(Math.Max(1, Environment.ProcessorCount));
 
@@ -42,6 +49,7 @@ diffusion.eval();
 using var samples = diffusion.Sample(batchSize: 4, sampler: new DdimScheduler { Steps = 50 }, seed: 7);
 ImageConversion.SavePng(ImageConversion.Grid(samples, columns: 4, scale: 4), output);
 Console.WriteLine($"wrote 4 samples to {Path.GetFullPath(output)} in {clock.Elapsed.TotalSeconds:F1} s");
+return 0;
 
 // Each picture holds 1 to 3 bright bars, all horizontal or all vertical, on a dark background.
 static Tensor Bars(int batch, Generator generator)

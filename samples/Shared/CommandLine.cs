@@ -13,8 +13,11 @@ namespace DiffusionSamples;
 /// The sample programs' command lines, declared on System.CommandLine: it tokenizes (<c>--x v</c>, <c>--x=v</c>,
 /// <c>@response-files</c>), writes the help, answers shell completion (the <c>[suggest]</c> directive that
 /// <c>dotnet-suggest</c> uses) and names unknown options with their likely spelling. What stays here is how a value is
-/// read: each option's parser names the option and what it expects ("--steps expects a positive integer; got 'abc'"),
-/// and every bad command line exits with 2, as the programs always have.
+/// read: each option's parser names the option and what it expects ("--minutes expects a positive number; got 'soon'"),
+/// and every bad command line exits with 2, as the programs always have. Every number has a stated limit, said in the
+/// message ("--steps expects a positive integer of at most 1000000000; got '99999999999999'"), and an option given twice
+/// is refused ("--size is given twice ('8', then '16'): give it once"): a long run started from an ambiguous command line
+/// would silently use one of the two values.
 /// </summary>
 internal sealed class CommandLine
 {
@@ -89,28 +92,29 @@ internal sealed class CommandLine
     public CommandLine Text(string name, string valueName, string help, Action<string> set) =>
         Add(name, valueName, help, "a value", value => value.Length > 0 ? value : throw new FormatException(), set);
 
-    /// <summary>Declares an integer option with a lower bound (1: "a positive integer").</summary>
-    public CommandLine Integer(string name, string valueName, string help, Action<int> set, int min = 1)
+    /// <summary>Declares an integer option with bounds (min 1: "a positive integer"); the message states the upper bound.</summary>
+    public CommandLine Integer(string name, string valueName, string help, Action<int> set, int min = 1, int max = int.MaxValue)
     {
         string expects = min switch
         {
-            1 => "a positive integer",
-            0 => "a non-negative integer",
-            _ => $"an integer of at least {min}",
+            1 => string.Create(CultureInfo.InvariantCulture, $"a positive integer of at most {max}"),
+            0 => string.Create(CultureInfo.InvariantCulture, $"a non-negative integer of at most {max}"),
+            _ => string.Create(CultureInfo.InvariantCulture, $"an integer in [{min}, {max}]"),
         };
         return Add(name, valueName, help, expects, value =>
         {
-            int parsed = int.Parse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
-            return parsed >= min ? parsed : throw new FormatException();
+            // A value past int's range is out of range too (not "not an integer"): the message states the limit either way.
+            long parsed = long.Parse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+            return parsed >= min && parsed <= max ? (int)parsed : throw new FormatException();
         }, set);
     }
 
-    /// <summary>Declares a real-number option that must be positive (or, with <paramref name="allowZero"/>, non-negative).</summary>
-    public CommandLine Number(string name, string valueName, string help, Action<double> set, bool allowZero = false) =>
-        Add(name, valueName, help, allowZero ? "a non-negative number" : "a positive number", value =>
+    /// <summary>Declares a real-number option that must be positive (or, with <paramref name="allowZero"/>, non-negative), and at most <paramref name="max"/>.</summary>
+    public CommandLine Number(string name, string valueName, string help, Action<double> set, bool allowZero = false, double max = double.MaxValue) =>
+        Add(name, valueName, help, (allowZero ? "a non-negative number" : "a positive number") + (max < double.MaxValue ? string.Create(CultureInfo.InvariantCulture, $" of at most {max}") : string.Empty), value =>
         {
             double parsed = double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture);
-            return double.IsFinite(parsed) && (parsed > 0 || (allowZero && parsed == 0)) ? parsed : throw new FormatException();
+            return double.IsFinite(parsed) && (parsed > 0 || (allowZero && parsed == 0)) && parsed <= max ? parsed : throw new FormatException();
         }, set);
 
     /// <summary>Declares an option whose value is one of a few words (compared without regard to case; completed by the shell).</summary>
@@ -125,12 +129,12 @@ internal sealed class CommandLine
         return added;
     }
 
-    /// <summary>Declares an option whose value is a comma-separated list of positive integers, e.g. "1,2,4".</summary>
-    public CommandLine IntegerList(string name, string valueName, string help, Action<int[]> set) =>
-        Add(name, valueName, help, "a comma-separated list of positive integers, e.g. 1,2,4", value =>
+    /// <summary>Declares an option whose value is a comma-separated list of positive integers, e.g. "1,2,4", with bounds on each and on their count.</summary>
+    public CommandLine IntegerList(string name, string valueName, string help, Action<int[]> set, int max = int.MaxValue, int maxCount = int.MaxValue) =>
+        Add(name, valueName, help, string.Create(CultureInfo.InvariantCulture, $"a comma-separated list of at most {maxCount} positive integers of at most {max}, e.g. 1,2,4"), value =>
         {
             int[] parsed = value.Split(',').Select(v => int.Parse(v.Trim(), NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
-            return parsed.Length > 0 && parsed.All(v => v > 0) ? parsed : throw new FormatException();
+            return parsed.Length > 0 && parsed.Length <= maxCount && parsed.All(v => v > 0 && v <= max) ? parsed : throw new FormatException();
         }, set);
 
     /// <summary>
@@ -150,6 +154,20 @@ internal sealed class CommandLine
         {
             int equals = flagWithValue.IndexOf('=', StringComparison.Ordinal);
             console.WriteLine($"{flagWithValue[..equals]} takes no value; got '{flagWithValue[(equals + 1)..]}'.");
+            console.WriteLine("Run with --help to see the options.");
+            return BadCommandLine;
+        }
+
+        // The same option twice is refused, whatever its kind: which of two values a long run used should never be a guess.
+        string? twice = result.Tokens.Where(t => t.Type == TokenType.Option).GroupBy(t => t.Value).Where(g => g.Count() > 1).Select(g => g.Key).FirstOrDefault();
+        if (twice is not null)
+        {
+            var given = root.Options.FirstOrDefault(o => o.Name == twice) is Option declared && result.GetResult(declared) is { } r
+                ? r.Tokens.Select(t => $"'{t.Value}'").ToArray()
+                : Array.Empty<string>();
+            console.WriteLine(given.Length > 1
+                ? $"{twice} is given {Times(given.Length)} ({string.Join(", then ", given)}): give it once."
+                : $"{twice} is given more than once: give it once.");
             console.WriteLine("Run with --help to see the options.");
             return BadCommandLine;
         }
@@ -190,6 +208,8 @@ internal sealed class CommandLine
         return null;
     }
 
+    private static string Times(int n) => n == 2 ? "twice" : n.ToString(CultureInfo.InvariantCulture) + " times";
+
     private static string Describe(string description, string synopsis) =>
         $"{description}\n\nRun it from the repository root as: {synopsis} [options]";
 
@@ -228,7 +248,8 @@ internal sealed class CommandLine
             throw new ArgumentException($"Option {name} is malformed or declared twice.", nameof(name));
         }
 
-        // One value per occurrence; given twice, the last one counts (as a script that appends to a command expects).
+        // One value per occurrence; given twice, Parse refuses the command line (the parser still accepts both, so that
+        // Parse can name them).
         var option = new Option<T>(name) { Description = help, HelpName = valueName, Arity = ArgumentArity.ZeroOrMore, AllowMultipleArgumentsPerToken = false };
         option.CustomParser = result =>
         {
