@@ -24,6 +24,9 @@ namespace Microsoft.ML.Diffusion;
 /// </remarks>
 public sealed class DiffusionModel : IDisposable
 {
+    // 16-bit copies of the network for sampling (DiffusionSamplerOptions.Precision), one per precision, made on first use.
+    private readonly Dictionary<Precision, GaussianDiffusion> reducedCopies = new();
+
     internal DiffusionModel(DiffusionModelConfig config, GaussianDiffusion diffusion)
     {
         Config = config;
@@ -60,7 +63,11 @@ public sealed class DiffusionModel : IDisposable
     internal DiffusionModelConfig Config { get; }
 
     /// <summary>Releases the network's tensors.</summary>
-    public void Dispose() => Diffusion.Dispose();
+    public void Dispose()
+    {
+        DropReducedCopies();
+        Diffusion.Dispose();
+    }
 
     /// <summary>
     /// Moves the network and the schedule to a device: "cpu", "cuda" or "cuda:N". A model loaded from a file starts on
@@ -71,6 +78,7 @@ public sealed class DiffusionModel : IDisposable
     public void MoveTo(string device)
     {
         var target = Torch.ParseDevice(device);
+        DropReducedCopies();
         Diffusion.to(target);
     }
 
@@ -105,6 +113,43 @@ public sealed class DiffusionModel : IDisposable
         }
     }
 
+    /// <summary>
+    /// The diffusion to sample with in a precision: this model's for Float32, otherwise the same diffusion around a 16-bit
+    /// copy of the network, made once and kept until the model moves or is disposed.
+    /// </summary>
+    internal GaussianDiffusion DiffusionFor(Precision precision)
+    {
+        if (precision == Precision.Float32)
+        {
+            return Diffusion;
+        }
+
+        lock (reducedCopies)
+        {
+            if (!reducedCopies.TryGetValue(precision, out var copy))
+            {
+                copy = Diffusion.WithReducedPrecisionNetwork(precision);
+                copy.eval();
+                reducedCopies.Add(precision, copy);
+            }
+
+            return copy;
+        }
+    }
+
+    private void DropReducedCopies()
+    {
+        lock (reducedCopies)
+        {
+            foreach (var copy in reducedCopies.Values)
+            {
+                copy.Dispose();
+            }
+
+            reducedCopies.Clear();
+        }
+    }
+
     /// <summary>Generates images for the given seeds and labels (label −1 or null = unconditional) as 8-bit planar pixels.</summary>
     /// <param name="seeds">One seed per image.</param>
     /// <param name="labels">Labels, or null.</param>
@@ -136,7 +181,7 @@ public sealed class DiffusionModel : IDisposable
             edit = new ImageEdit(start, keep) { Strength = options.Strength, Resampling = options.Resampling };
         }
 
-        var images = loop.Sample(Diffusion, seeds, classes, null, edit);
+        var images = loop.Sample(DiffusionFor(options.Precision), seeds, classes, null, edit);
         var pixels = ImageConversion.ModelToPixels(images).to(ScalarType.Byte).cpu().contiguous();
         long size = pixels.shape[1] * pixels.shape[2] * pixels.shape[3];
         byte[] all = pixels.data<byte>().ToArray();

@@ -1,4 +1,6 @@
 using System;
+using System.Text.Json.Serialization;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using Microsoft.ML.Diffusion.Core.Sampling;
 
 namespace Microsoft.ML.Diffusion;
@@ -35,6 +37,15 @@ public sealed class DiffusionSamplerOptions
     /// GPU use large batches.
     /// </summary>
     public int? MicroBatchSize { get; set; }
+
+    /// <summary>
+    /// Gets or sets the precision the network runs in while sampling: <see cref="Precision.BFloat16"/> or
+    /// <see cref="Precision.Float16"/> sample with a 16-bit copy of the network (made once per model and precision; the
+    /// model and its file stay float32), the scheduler's maths staying float32. Stored in model files only when not
+    /// Float32, so files without it (all earlier ones) read as Float32. Default <see cref="Precision.Float32"/>.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public Precision Precision { get; set; }
 
     /// <summary>Gets or sets the optional input column of per-row seeds (Int32, UInt32 or Int64). Default "Seed".</summary>
     public string SeedColumnName { get; set; } = "Seed";
@@ -106,6 +117,11 @@ public sealed class DiffusionSamplerOptions
         if (!double.IsFinite(GuidanceScale))
         {
             throw new ArgumentOutOfRangeException(nameof(GuidanceScale), GuidanceScale, "DiffusionSamplerOptions.GuidanceScale must be finite.");
+        }
+
+        if (!Precision.IsDefined())
+        {
+            throw new ArgumentOutOfRangeException(nameof(Precision), Precision, "DiffusionSamplerOptions.Precision must be Float32, BFloat16 or Float16.");
         }
 
         if (MicroBatchSize is < 1 or > ModelLimits.MaxMicroBatch)

@@ -266,6 +266,39 @@ public sealed class DiffusionTrainerOptions
         set => Training.Resume = value;
     }
 
+    // ---- Mixed precision (docs/mixed-precision.md); checked by the training settings' Validate. ----
+
+    /// <summary>
+    /// Gets or sets the precision of the network's forward and backward passes. <see cref="Precision.BFloat16"/> and
+    /// <see cref="Precision.Float16"/> keep float32 master weights (the optimizer, the EMA, checkpoints and the model file
+    /// stay float32) and run a 16-bit copy of the network, with normalisations, softmax, the loss and the schedule maths in
+    /// float32; Float16 also scales the loss dynamically (<see cref="InitialLossScale"/>, <see cref="LossScaleGrowthInterval"/>).
+    /// On a CPU without native 16-bit arithmetic (AVX512-BF16/AMX) training warns that it is slower than Float32 and goes on.
+    /// Default <see cref="Precision.Float32"/>.
+    /// </summary>
+    public Precision Precision
+    {
+        get => Training.Precision;
+        set => Training.Precision = value;
+    }
+
+    /// <summary>Gets or sets the first loss scale of <see cref="Precision.Float16"/> training (torch's GradScaler default). Default 65536 (2¹⁶).</summary>
+    public double InitialLossScale
+    {
+        get => Training.InitialLossScale;
+        set => Training.InitialLossScale = value;
+    }
+
+    /// <summary>
+    /// Gets or sets how many steps in a row without a gradient overflow double the loss scale of <see cref="Precision.Float16"/>
+    /// training (an overflow skips the step and halves it). Default 2000.
+    /// </summary>
+    public int LossScaleGrowthInterval
+    {
+        get => Training.LossScaleGrowthInterval;
+        set => Training.LossScaleGrowthInterval = value;
+    }
+
     /// <summary>Gets or sets the sampler settings of the trained <see cref="DiffusionSampler"/>.</summary>
     public DiffusionSamplerOptions Sampling { get; set; } = new();
 

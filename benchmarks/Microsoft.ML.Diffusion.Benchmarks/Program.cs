@@ -62,9 +62,14 @@ try
         var rows = new List<Dictionary<string, object?>>();
         foreach (var (name, config, phase, batch) in Suite.Rows)
         {
-            var result = Measure.Run(options with { Config = config, Phase = phase, Batch = batch, Steps = phase == "train" ? 20 : 1, Warmup = phase == "train" ? 5 : 1 }, device);
+            var result = Measure.Run(options with { Config = config, Phase = phase, Batch = batch, Steps = phase == "train" ? 20 : 1, Warmup = phase == "train" ? 5 : 1, Precision = Precision.Float32 }, device);
+            // With --precision bf16|fp16, training rows are measured a second time in that precision (docs/mixed-precision.md).
+            double? reduced = options.Precision != Precision.Float32 && phase == "train"
+                ? Measure.Run(options with { Config = config, Phase = phase, Batch = batch, Steps = 20, Warmup = 5 }, device).Median
+                : null;
             rows.Add(new Dictionary<string, object?>
             {
+                [options.Precision == Precision.Float16 ? "ours_fp16_s" : "ours_bf16_s"] = reduced,
                 ["name"] = name,
                 ["ours_s"] = result.Median,
                 ["peer_s"] = peer.TryGetValue(name, out double p) ? p : null,
@@ -77,6 +82,7 @@ try
         {
             ["device"] = DeviceChoice.Describe(device),
             ["tf32"] = options.Tf32,
+            ["precision"] = options.Precision.ToString(),
             ["torchsharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
             ["dotnet"] = Environment.Version.ToString(),
             ["rows"] = rows,
@@ -94,6 +100,7 @@ try
         ["batch"] = measured.Batch,
         ["image_size"] = measured.Size,
         ["device"] = DeviceChoice.Describe(device),
+        ["precision"] = options.Precision.ToString(),
         ["timed_units"] = sorted.Length,
         ["median_seconds"] = measured.Median,
         ["min_seconds"] = sorted.First(),
@@ -168,6 +175,8 @@ internal static class Measure
             int steps = options.Soak ? 2000 : options.Steps ?? 20;
             // The library's optimizer (as the training loop uses it; Adam = AdamW without weight decay): one flat buffer.
             using var optimizer = new FusedAdamW(diffusion.Model.parameters(), 1e-4, beta1: 0.9, beta2: 0.99, weightDecay: 0);
+            // --precision bf16|fp16: the training loop's mixed-precision policy (float32 master weights, a 16-bit network copy).
+            using var mixed = new MixedPrecision(diffusion, optimizer, options.Precision);
             using Scalar two = 2.ToScalar(), one = 1.ToScalar(); // held while libtorch reads them (MLDIFF100)
             using var images = (rand(batch, unetOptions.Channels, size, size) * two - one).to(device);
             using var generator = new Generator(0, CPU); // as the training loop draws t and ε (DeviceRandom)
@@ -177,6 +186,7 @@ internal static class Measure
                 using (var scope = NewDisposeScope())
                 {
                     optimizer.ZeroGrad();
+                    mixed.BeginStep();
                     var stepGenerator = DeviceRandom.ForTrainingStep(device, generator, 0, step); // once per step, as the training loop
                     int chunk = options.MicroBatch is int m && m < batch ? m : batch;
                     for (int start = 0; start < batch; start += chunk)
@@ -184,8 +194,8 @@ internal static class Measure
                         // The gradient of the batch mean, in chunks (--micro-batch): the same work in smaller tensors.
                         var part = chunk == batch ? images : images[start..Math.Min(batch, start + chunk)];
                         using Scalar share = ((double)part.shape[0] / batch).ToScalar(); // held while libtorch reads it (MLDIFF100)
-                        var loss = diffusion.Loss(part, generator: stepGenerator) * share;
-                        loss.backward();
+                        var loss = mixed.Diffusion.Loss(part, generator: stepGenerator) * share;
+                        mixed.Backward(loss);
                     }
 
                     optimizer.Step();
@@ -298,7 +308,7 @@ internal static class DeviceChoice
     public static string Describe(Device device) => device.type == DeviceType.CPU ? $"cpu ({Rss.Processor()})" : device.ToString();
 }
 
-internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch, int? Steps, int Threads, int Warmup, bool Json, bool Soak, int? MicroBatch, string Device, bool Tf32, string? Suite, string? PeerFile)
+internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch, int? Steps, int Threads, int Warmup, bool Json, bool Soak, int? MicroBatch, string Device, bool Tf32, string? Suite, string? PeerFile, Precision Precision = Precision.Float32)
 {
     // Images per step or sampling run: the benchmark allocates one batch of random images up front (4 MiB per 1,024
     // images of config B), so a larger one is refused by its size before libtorch is asked for it.
@@ -312,6 +322,7 @@ internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch,
         bool json = false, soak = false, tf32 = false;
         string device = "cpu";
         string? suite = null, peer = null;
+        var precision = Precision.Float32;
         var given = new HashSet<string>();
         for (int i = 0; i < args.Length; i++)
         {
@@ -346,7 +357,16 @@ internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch,
                 case "--tf32": tf32 = true; break;
                 case "--suite": suite = Next().ToLowerInvariant(); break;
                 case "--peer": peer = Next(); break;
-                default: throw new ArgumentException($"Unknown argument {args[i]}. Usage: --config A|B|S|M --phase train|ddim|ddpm --batch N [--steps K] [--threads 2] [--warmup W] [--micro-batch M] [--device cpu|cuda|cuda:N] [--tf32] [--json] [--soak] | --suite gpu [--peer PEER_OUTPUT] [--device cuda]");
+                case "--precision":
+                    precision = Next() switch
+                    {
+                        "fp32" => Precision.Float32,
+                        "bf16" => Precision.BFloat16,
+                        "fp16" => Precision.Float16,
+                        var other => throw new ArgumentException($"--precision expects fp32, bf16 or fp16; got '{other}'."),
+                    };
+                    break;
+                default: throw new ArgumentException($"Unknown argument {args[i]}. Usage: --config A|B|S|M --phase train|ddim|ddpm --batch N [--steps K] [--threads 2] [--warmup W] [--micro-batch M] [--device cpu|cuda|cuda:N] [--tf32] [--precision fp32|bf16|fp16] [--json] [--soak] | --suite gpu [--peer PEER_OUTPUT] [--device cuda]");
             }
         }
 
@@ -360,7 +380,7 @@ internal sealed record BenchmarkOptions(string Config, string Phase, int? Batch,
             throw new ArgumentException($"Unknown suite '{suite}'; use gpu (the rows of the GPU issue).");
         }
 
-        return new BenchmarkOptions(config, phase, batch, steps, threads, warmup, json, soak, micro, device, tf32, suite, peer);
+        return new BenchmarkOptions(config, phase, batch, steps, threads, warmup, json, soak, micro, device, tf32, suite, peer, precision);
     }
 }
 

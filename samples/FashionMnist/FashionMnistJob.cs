@@ -161,6 +161,7 @@ public static class FashionMnistJob
             MaxTrainingTime = options.Steps is null ? TimeSpan.FromMinutes(options.Minutes) : null,
             Seed = options.Seed,
             Device = options.Device,
+            Precision = options.Precision switch { "bf16" => Microsoft.ML.Diffusion.Core.Runtime.Precision.BFloat16, "fp16" => Microsoft.ML.Diffusion.Core.Runtime.Precision.Float16, _ => Microsoft.ML.Diffusion.Core.Runtime.Precision.Float32 },
             LogEvery = 10,
             CheckpointDirectory = Path.Combine(options.Out, "checkpoints"),
             CheckpointEvery = 250,

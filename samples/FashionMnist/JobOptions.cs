@@ -39,6 +39,9 @@ public sealed class JobOptions
     /// <summary>Gets or sets the device.</summary>
     public string Device { get; set; } = "cpu";
 
+    /// <summary>Gets or sets the training precision: "fp32", "bf16" or "fp16" (docs/mixed-precision.md).</summary>
+    public string Precision { get; set; } = "fp32";
+
     /// <summary>Gets or sets the minutes of an options search before the final training (null: no search).</summary>
     public double? Experiment { get; set; }
 
@@ -91,6 +94,7 @@ public sealed class JobOptions
             .Flag("--resume", "continue from the newest checkpoint in OUT/checkpoints", () => o.Resume = true)
             .Text("--device", "cpu|cuda", "the device: cpu, cuda or cuda:N (default cpu)", v => o.Device = v)
             .Integer("--seed", "N", "the seed (default 1)", v => o.Seed = v, min: 0)
+            .Choice("--precision", "the network's precision in training; weights stay fp32 (default fp32; docs/mixed-precision.md)", new[] { "fp32", "bf16", "fp16" }, v => o.Precision = v)
             .Number("--experiment", "MINUTES", "first search the diffusion options for that long, then train the best", v => o.Experiment = v, max: Limits.MaxMinutes)
             .Flag("--no-metrics", "skip bits/dim and the Fréchet distance at the end", () => o.Metrics = false)
             .Integer("--metric-images", "N", "images the Fréchet distance compares (default 200 on the CPU, 1000 on a GPU)", v => o.MetricImages = v, min: 2, max: MaxMetricImages);

@@ -71,6 +71,9 @@ public sealed class FolderOptions
     /// <summary>Gets or sets the device: cpu, cuda or cuda:N.</summary>
     public string Device { get; set; } = "cpu";
 
+    /// <summary>Gets or sets the training precision: "fp32", "bf16" or "fp16" (docs/mixed-precision.md).</summary>
+    public string Precision { get; set; } = "fp32";
+
     /// <summary>Gets or sets the seed.</summary>
     public int Seed { get; set; } = 1;
 
@@ -120,5 +123,6 @@ public sealed class FolderOptions
             .Flag("--flip", "flip training images left-right at random", () => o.Flip = true)
             .Flag("--resume", "continue the run in OUT/checkpoints", () => o.Resume = true)
             .Text("--device", "cpu|cuda", "the device: cpu, cuda or cuda:N (default cpu)", v => o.Device = v)
-            .Integer("--seed", "N", "the seed (default 1)", v => o.Seed = v, min: 0);
+            .Integer("--seed", "N", "the seed (default 1)", v => o.Seed = v, min: 0)
+            .Choice("--precision", "the network's precision in training; weights stay fp32 (default fp32; docs/mixed-precision.md)", new[] { "fp32", "bf16", "fp16" }, v => o.Precision = v);
 }

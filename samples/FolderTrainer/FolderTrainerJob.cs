@@ -220,6 +220,7 @@ public static class FolderTrainerJob
         MaxTrainingTime = options.Minutes is double minutes ? TimeSpan.FromMinutes(minutes) : null,
         Seed = options.Seed,
         Device = options.Device,
+        Precision = options.Precision switch { "bf16" => Microsoft.ML.Diffusion.Core.Runtime.Precision.BFloat16, "fp16" => Microsoft.ML.Diffusion.Core.Runtime.Precision.Float16, _ => Microsoft.ML.Diffusion.Core.Runtime.Precision.Float32 },
         LogEvery = Math.Clamp(options.SampleEvery / 10, 1, 50),
         CheckpointDirectory = checkpoints,
         CheckpointEvery = options.SampleEvery,

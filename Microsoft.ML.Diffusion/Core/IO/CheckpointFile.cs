@@ -183,6 +183,9 @@ internal static class CheckpointFile
         return end;
     }
 
+    /// <summary>Whether exactly the end marker's bytes are left before <paramref name="end"/> (no optional section follows).</summary>
+    public static bool AtTrailer(Stream stream, long end) => end - stream.Position == Trailer.Length;
+
     /// <summary>Whether the end marker follows and closes the content exactly at <paramref name="end"/>.</summary>
     public static bool ReadTrailer(BinaryReader reader, Stream stream, long end) =>
         System.Text.Encoding.ASCII.GetString(reader.ReadBytes(Trailer.Length)) == Trailer && stream.Position == end;

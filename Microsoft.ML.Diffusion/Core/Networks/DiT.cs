@@ -98,7 +98,7 @@ public sealed class DiT : Denoiser
         long n = x.shape[0], p = options.PatchSize, rows = x.shape[2] / p, columns = x.shape[3] / p;
 
         var tokens = patch_embedding.call(x); // N×T×D
-        var c = time_mlp_out.call(nn.functional.silu(time_mlp_in.call(time_embedding.call(time))));
+        var c = time_mlp_out.call(nn.functional.silu(time_mlp_in.call(time_embedding.call(time).to(x.dtype))));
         if (class_embedding is not null)
         {
             // The rows of the embedding table, looked up by advanced indexing rather than Embedding's forward (index_select,

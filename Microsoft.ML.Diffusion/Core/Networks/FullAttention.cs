@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -40,10 +41,11 @@ internal sealed class FullAttention : nn.Module<Tensor, Tensor>
         var memory = mem_kv.unsqueeze(1).expand(2, b, heads, MemorySlots, dimHead);
         var k = cat(new[] { memory[0], qkv[.., 1] }, -2);
         var v = cat(new[] { memory[1], qkv[.., 2] }, -2);
+        // (Mixed precision: the explicit softmax runs in float32; libtorch's fused kernel accumulates in float32 itself.)
         // Few pixels (the innermost levels): the explicit product is faster on the CPU than libtorch's fused kernel (6 vs
         // 10 ms forward + backward for 64 images at 7×7); many pixels: the fused kernel, which never forms the n × n matrix.
         var output = h * w <= ExplicitProductMaxPixels
-            ? matmul((matmul(q, k.transpose(-1, -2)) * scale).softmax(-1), v)
+            ? matmul((matmul(q, k.transpose(-1, -2)) * scale).SoftmaxInFloat32(-1), v)
             : nn.functional.scaled_dot_product_attention(q, k, v); // b heads n d
         output = output.transpose(-1, -2).reshape(b, (long)heads * dimHead, h, w);
         return to_out.call(output).MoveToOuterDisposeScope();

@@ -52,9 +52,9 @@ internal sealed class LinearAttention : nn.Module<Tensor, Tensor>
         var weight = to_qkv.weight!.view(3 * hidden, c);
 
         // q as b·n·heads·d, so that its softmax over features runs along the contiguous axis.
-        var q = matmul(rows, weight.narrow(0, 0, hidden).t()).view(b, n, heads, dimHead).softmax(-1);
+        var q = matmul(rows, weight.narrow(0, 0, hidden).t()).view(b, n, heads, dimHead).SoftmaxInFloat32(-1);
         var keys = matmul(weight.narrow(0, hidden, hidden), rows.transpose(1, 2)).view(b, heads, dimHead, n);
-        var k = cat(new[] { mem_kv[0].expand(b, heads, dimHead, MemorySlots), keys }, -1).softmax(-1);
+        var k = cat(new[] { mem_kv[0].expand(b, heads, dimHead, MemorySlots), keys }, -1).SoftmaxInFloat32(-1);
 
         // context = k·vᵀ over the memory slots and the pixels: k_mem·mem_vᵀ + (k_pix·xᵀ)·W_vᵀ (b·heads·d·e).
         var keysTimesFeatures = matmul(k.narrow(-1, MemorySlots, n).reshape(b, hidden, n), rows).view(b, heads, dimHead, c);

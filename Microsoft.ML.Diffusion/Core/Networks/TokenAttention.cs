@@ -1,3 +1,4 @@
+using Microsoft.ML.Diffusion.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -52,7 +53,7 @@ internal sealed class TokenAttention : nn.Module<Tensor, Tensor>
 
         using var scope = NewDisposeScope();
         using var scale = (1.0 / System.Math.Sqrt(q.shape[^1])).ToScalar();
-        var weights = (matmul(q, k.transpose(-2, -1)) * scale).softmax(-1);
+        var weights = (matmul(q, k.transpose(-2, -1)) * scale).SoftmaxInFloat32(-1);
         return matmul(weights, v).MoveToOuterDisposeScope();
     }
 }

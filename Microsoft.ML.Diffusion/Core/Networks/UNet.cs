@@ -123,7 +123,7 @@ public sealed class UNet : Denoiser
         bool ChannelsLast(int level) => cpu && (x.shape[3] >> level) >= ChannelsLastMinWidth;
         var h = MemoryFormat.To(init_conv.call(x), ChannelsLast(0));
         var r = h;
-        var t = time_mlp_out.call(nn.functional.gelu(time_mlp_in.call(time_embedding.call(time))));
+        var t = time_mlp_out.call(nn.functional.gelu(time_mlp_in.call(time_embedding.call(time).to(x.dtype))));
         if (class_embedding is not null)
         {
             using var unconditional = options.ClassCount.ToScalar();

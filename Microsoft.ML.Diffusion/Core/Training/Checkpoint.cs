@@ -22,7 +22,8 @@ namespace Microsoft.ML.Diffusion.Core.Training;
 /// <para>Content, inside the container: int32 step; string fingerprint (the configuration and the
 /// training settings that must not change across a resume); int64 EMA updates; the noise, data-order and global
 /// generator states; the data permutation and cursor; the network's weights (TorchSharp format); the EMA tensors; the
-/// optimizer state.</para>
+/// optimizer state; for a 16-bit run, the mixed-precision section (<see cref="MixedPrecision.WriteCheckpoint"/>: the loss
+/// scale), which float32 runs and earlier versions do not write and which reading takes as optional.</para>
 /// <para>Reading checks the SHA-256 before it parses anything, so a damaged file is refused with an
 /// <see cref="InvalidDataException"/> naming it and never restores part of a run; every length in the file is checked
 /// against the bytes that are left and against the live run before anything is allocated. A checkpoint written by a run
@@ -74,6 +75,7 @@ internal static class Checkpoint
         }
 
         state.Optimizer.Save(writer);
+        MixedPrecision.WriteCheckpoint(writer, state.MixedPrecision); // absent for float32: those files are unchanged
     }, createDirectory);
 
     /// <summary>Checks that a checkpoint is complete and undamaged (its magic, format and SHA-256) without restoring it.</summary>
@@ -196,6 +198,7 @@ internal static class Checkpoint
         }
 
         state.Optimizer.Load(reader);
+        var mixed = MixedPrecision.ReadCheckpoint(reader, present: !CheckpointFile.AtTrailer(stream, end)); // older and float32 checkpoints have none
 
         Require(CheckpointFile.ReadTrailer(reader, stream, end), "it is incomplete or has bytes after its end marker");
         state.NoiseGenerator.set_state(noiseState);
@@ -203,6 +206,7 @@ internal static class Checkpoint
         torch.set_rng_state(globalState);
         state.ReplaceOrder(tensor(order, dtype: int64).DetachFromDisposeScope(), cursor);
         state.Step = step;
+        state.MixedPrecision?.Restore(mixed);
         return step;
     }
 

@@ -37,6 +37,7 @@ internal sealed class DiffusionTrainingLoop
     private readonly Action<TrainingProgress> report;
     private readonly Action<string> log;
     private readonly Communicator communicator;
+    private MixedPrecision? precision; // MIXED PRECISION: set in Run (docs/mixed-precision.md)
 
     public DiffusionTrainingLoop(GaussianDiffusion diffusion, TrainingSettings options, Action<TrainingProgress> report, Action<string> log, Communicator? communicator = null)
     {
@@ -85,6 +86,7 @@ internal sealed class DiffusionTrainingLoop
         }
 
         using var ema = options.EmaDecay > 0 ? new ExponentialMovingAverage(optimizer, options.EmaDecay) : null;
+        using var mixed = precision = MixedPrecision.ForTraining(diffusion, optimizer, options, log); // MIXED PRECISION: the 16-bit copy over the float32 master weights
         // CPU generators (TorchSharp makes no others), saved in checkpoints: the data order, flips and label dropout come
         // from them on every device; t and ε too on the CPU, while a GPU draws them itself from its global generator seeded
         // per step (DeviceRandom.ForTrainingStep): reproducible and exactly resumable on each device.
@@ -92,6 +94,7 @@ internal sealed class DiffusionTrainingLoop
         using var orderGenerator = new Generator(unchecked((ulong)(seed ^ 0x5DEECE66DL)), CPU);
         long count = data.Count;
         using var state = new TrainingState(network, optimizer, ema, noiseGenerator, orderGenerator, DeviceRandom.Permutation(count, CPU, orderGenerator).DetachFromDisposeScope(), fingerprint);
+        state.MixedPrecision = mixed; // MIXED PRECISION: its loss scale is checkpointed
         string? directory = options.CheckpointDirectory;
         // A damaged newest checkpoint (the atomic writes rule out a crash as the cause: a disk fault, a copy cut short) is
         // reported and the newest intact one is used: the older checkpoints are kept for exactly this. Only damaged ones
@@ -144,6 +147,7 @@ internal sealed class DiffusionTrainingLoop
             using (var scope = NewDisposeScope())
             {
                 optimizer.ZeroGrad();
+                mixed.BeginStep(); // MIXED PRECISION: refresh the 16-bit weights from the float32 master weights
                 Tensor? lossSum = null;
                 for (int micro = 0; micro < options.GradientAccumulationSteps && distributed; micro++)
                 {
@@ -204,7 +208,7 @@ internal sealed class DiffusionTrainingLoop
                 }
 
                 stepLoss = host[0];
-                finite = double.IsFinite(host[0]) && double.IsFinite(host[1]);
+                finite = mixed.EndStep(double.IsFinite(host[0]), double.IsFinite(host[1])); // MIXED PRECISION: the loss scale backs off or grows
                 if (finite)
                 {
                     ClipGradients(optimizer, host[1], options.GradientClip);
@@ -231,7 +235,7 @@ internal sealed class DiffusionTrainingLoop
             if (!finite)
             {
                 SkippedSteps++;
-                if (++consecutiveBad >= options.MaxConsecutiveNonFiniteSteps)
+                if (!mixed.LastStepOverflowed && ++consecutiveBad >= options.MaxConsecutiveNonFiniteSteps) // MIXED PRECISION: an fp16 overflow the loss scale handles is no error
                 {
                     throw new InvalidOperationException(
                         $"Training stopped at step {step + 1}: {consecutiveBad} steps in a row had a non-finite loss or gradient (they were skipped, never applied). "
@@ -310,8 +314,8 @@ internal sealed class DiffusionTrainingLoop
             var part = chunk == n ? images : images[TensorIndex.Slice(start, end)];
             var partLabels = labels is null || chunk == n ? labels : labels[TensorIndex.Slice(start, end)];
             using Scalar share = weight.ToScalar();
-            var loss = diffusion.Loss(part, partLabels, generator) * share;
-            loss.backward();
+            var loss = precision!.Diffusion.Loss(part, partLabels, generator) * share; // MIXED PRECISION: the 16-bit network's diffusion (the given one in float32)
+            precision.Backward(loss); // MIXED PRECISION: loss.backward(); in 16 bits scaled, the gradients added into the float32 buffer
             var value = loss.detach().to(float64);
             total = (total is null ? value : total.Plus(value)).MoveToOuterDisposeScope();
         }
@@ -371,8 +375,8 @@ internal sealed class DiffusionTrainingLoop
 
             var part = images[TensorIndex.Slice(a - lo, b - lo)];
             var partLabels = labels?[TensorIndex.Slice(a - lo, b - lo)];
-            var loss = diffusion.LossPerSample(part, t[TensorIndex.Slice(a - start, b - start)], noise[TensorIndex.Slice(a - start, b - start)], partLabels).sum().mul(weight);
-            loss.backward();
+            var loss = precision!.Diffusion.LossPerSample(part, t[TensorIndex.Slice(a - start, b - start)], noise[TensorIndex.Slice(a - start, b - start)], partLabels).sum().mul(weight); // MIXED PRECISION
+            precision.Backward(loss); // MIXED PRECISION: loss.backward(); in 16 bits scaled, the gradients added into the float32 buffer
             total.add_(loss.detach().to(float64), Scalars.One);
         }
 

@@ -1,5 +1,6 @@
 using System;
 using System.Threading;
+using Microsoft.ML.Diffusion.Core.Runtime;
 
 namespace Microsoft.ML.Diffusion.Core.Training;
 
@@ -76,6 +77,23 @@ internal sealed class TrainingSettings
     /// </summary>
     public int ConsistencyCheckEvery { get; set; } = 50;
 
+    // ---- Mixed precision (docs/mixed-precision.md) ----
+
+    /// <summary>Gets or sets the precision of the network's forward and backward passes; the weights stay float32. Default Float32.</summary>
+    public Precision Precision { get; set; } = Precision.Float32;
+
+    /// <summary>Gets or sets the first loss scale of <see cref="Precision.Float16"/> training. Default 2¹⁶.</summary>
+    public double InitialLossScale { get; set; } = LossScaler.DefaultInitialScale;
+
+    /// <summary>Gets or sets the good steps in a row after which the loss scale grows. Default 2000.</summary>
+    public int LossScaleGrowthInterval { get; set; } = LossScaler.DefaultGrowthInterval;
+
+    /// <summary>Gets or sets the loss scale's growth factor. Default 2.</summary>
+    public double LossScaleGrowthFactor { get; set; } = 2;
+
+    /// <summary>Gets or sets the loss scale's factor after an overflow. Default 0.5.</summary>
+    public double LossScaleBackoffFactor { get; set; } = 0.5;
+
     /// <summary>Gets or sets a token that stops training between steps.</summary>
     public CancellationToken CancellationToken { get; set; }
 
@@ -105,6 +123,13 @@ internal sealed class TrainingSettings
         Check(!Resume || CheckpointDirectory is not null, nameof(Resume), "Resume needs a CheckpointDirectory.");
         Check(ConsistencyCheckEvery >= 1, nameof(ConsistencyCheckEvery), "ConsistencyCheckEvery must be positive.");
         Check(MaxConsecutiveNonFiniteSteps >= 1, nameof(MaxConsecutiveNonFiniteSteps), "MaxConsecutiveNonFiniteSteps must be positive.");
+
+        // Mixed precision.
+        Check(Precision.IsDefined(), nameof(Precision), "Precision must be Float32, BFloat16 or Float16.");
+        Check(InitialLossScale > 0 && InitialLossScale <= float.MaxValue, nameof(InitialLossScale), "InitialLossScale must be positive and finite in float32.");
+        Check(LossScaleGrowthInterval >= 1, nameof(LossScaleGrowthInterval), "LossScaleGrowthInterval must be at least 1 step.");
+        Check(LossScaleGrowthFactor > 1 && double.IsFinite(LossScaleGrowthFactor), nameof(LossScaleGrowthFactor), "LossScaleGrowthFactor must be above 1.");
+        Check(LossScaleBackoffFactor is > 0 and < 1, nameof(LossScaleBackoffFactor), "LossScaleBackoffFactor must be in (0, 1).");
     }
 
     private static void Check(bool condition, string name, string message)

@@ -25,6 +25,9 @@ internal sealed class TrainingState : IDisposable
 
     public ExponentialMovingAverage? Ema { get; }
 
+    /// <summary>Gets or sets the mixed-precision policy, whose loss scale a checkpoint saves, or null.</summary>
+    public MixedPrecision? MixedPrecision { get; set; }
+
     public Generator NoiseGenerator { get; }
 
     public Generator OrderGenerator { get; }
