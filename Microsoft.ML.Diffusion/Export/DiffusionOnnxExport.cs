@@ -3,7 +3,9 @@ using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 using System.Linq;
+using System.Text.Encodings.Web;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.IO;
@@ -28,7 +30,8 @@ public static class DiffusionOnnxExport
     /// <summary>The format version written in <see cref="OnnxMetadataKeys.Format"/>.</summary>
     public const int FormatVersion = 1;
 
-    private static readonly JsonSerializerOptions Json = new() { Converters = { new JsonStringEnumConverter() } };
+    // Metadata is read by people too: "dpm-solver++", not "dpm-solver\u002B\u002B".
+    private static readonly JsonSerializerOptions Json = new() { Converters = { new JsonStringEnumConverter() }, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>Writes <paramref name="diffusion"/> as an ONNX file.</summary>
     /// <param name="diffusion">The model (its network in evaluation mode; on any device: the weights are copied to the CPU).</param>
@@ -93,7 +96,7 @@ public static class DiffusionOnnxExport
             var sampler = SamplerGraph.Create(g, diffusion, scheduler, options.ClipDenoised);
             sampler.Build(g, options.Loop);
             entries[OnnxMetadataKeys.Content] = "sampler";
-            entries[OnnxMetadataKeys.Scheduler] = SchedulerRegistry.ToJson(scheduler);
+            entries[OnnxMetadataKeys.Scheduler] = JsonNode.Parse(SchedulerRegistry.ToJson(scheduler))!.ToJsonString(Json);
             entries[OnnxMetadataKeys.VisitedTimesteps] = string.Join(",", sampler.Timesteps.Select(t => t.ToString(CultureInfo.InvariantCulture)));
             entries[OnnxMetadataKeys.ClipDenoised] = options.ClipDenoised ? "true" : "false";
             entries[OnnxMetadataKeys.Loop] = options.Loop == OnnxSamplerLoop.Loop ? "loop" : "unrolled";

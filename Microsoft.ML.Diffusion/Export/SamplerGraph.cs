@@ -40,6 +40,7 @@ internal sealed class SamplerGraph
     /// <summary>The timesteps and coefficients of <paramref name="scheduler"/> on the diffusion's schedule, or a clear <see cref="NotSupportedException"/>.</summary>
     public static SamplerGraph Create(OnnxGraphBuilder root, GaussianDiffusion diffusion, DiffusionScheduler scheduler, bool clip)
     {
+        var network = DenoiserGraph.Create(root, diffusion.Model, diffusion.ImageHeight, diffusion.ImageWidth);
         var (steps, dpm) = scheduler switch
         {
             DdimScheduler { Eta: 0 } ddim => (DdimSteps(diffusion, ddim), false),
@@ -49,7 +50,6 @@ internal sealed class SamplerGraph
             _ => throw new NotSupportedException(
                 $"ONNX sampler export supports DDIM with η = 0 and DPM-Solver++; the '{scheduler.Name}' scheduler ({scheduler.GetType().Name}) is not supported. Export the network alone (OnnxGraphContent.Network) and keep the loop in code."),
         };
-        var network = DenoiserGraph.Create(root, diffusion.Model, diffusion.ImageHeight, diffusion.ImageWidth);
         return new SamplerGraph(diffusion, network, steps, clip, dpm);
     }
 
