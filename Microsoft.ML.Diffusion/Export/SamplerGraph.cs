@@ -192,14 +192,15 @@ internal sealed class SamplerGraph
     }
 
     /// <summary>x̂₀ (clamped when asked) and, for DDIM, ε̂, as PMeanVarianceFromOutput computes them.</summary>
-    private (string Start, string? Noise) Denoise(OnnxGraphBuilder g, string x, string output, string sqrtRecip, string sqrtRecipMinusOne, string sqrtAlphaBar, string sqrtOneMinusAlphaBar, bool needNoise)
+    /// <remarks>The coefficients come as functions of their name in the schedule (SqrtRecip, …), made only when used.</remarks>
+    private (string Start, string? Noise) Denoise(OnnxGraphBuilder g, string x, string output, Func<string, string> coefficient, bool needNoise)
     {
         var objective = diffusion.Objective;
         string start = objective switch
         {
-            PredictionTarget.Noise => g.Sub(g.Mul(x, sqrtRecip), g.Mul(output, sqrtRecipMinusOne)),
+            PredictionTarget.Noise => g.Sub(g.Mul(x, coefficient(nameof(Step.SqrtRecip))), g.Mul(output, coefficient(nameof(Step.SqrtRecipMinusOne)))),
             PredictionTarget.Start => output,
-            _ => g.Sub(g.Mul(x, sqrtAlphaBar), g.Mul(output, sqrtOneMinusAlphaBar)),
+            _ => g.Sub(g.Mul(x, coefficient(nameof(Step.SqrtAlphaBar))), g.Mul(output, coefficient(nameof(Step.SqrtOneMinusAlphaBar)))),
         };
         if (clip)
         {
@@ -211,14 +212,14 @@ internal sealed class SamplerGraph
             return (start, null);
         }
 
-        string noise = objective == PredictionTarget.Noise && !clip ? output : g.Div(g.Sub(g.Mul(x, sqrtRecip), start), sqrtRecipMinusOne);
+        string noise = objective == PredictionTarget.Noise && !clip ? output : g.Div(g.Sub(g.Mul(x, coefficient(nameof(Step.SqrtRecip))), start), coefficient(nameof(Step.SqrtRecipMinusOne)));
         return (start, noise);
     }
 
     private (string X, string? Previous) UnrolledStep(OnnxGraphBuilder g, Step step, string x, string? previous, string? classes, string? guidance)
     {
         var output = Predict(g, x, g.Int64Vector(step.NetworkTime), classes, guidance);
-        var (start, noise) = Denoise(g, x, output, g.FloatScalar(step.SqrtRecip), g.FloatScalar(step.SqrtRecipMinusOne), g.FloatScalar(step.SqrtAlphaBar), g.FloatScalar(step.SqrtOneMinusAlphaBar), needNoise: !dpm && !step.Last);
+        var (start, noise) = Denoise(g, x, output, name => g.FloatScalar(Schedule(step, name)), needNoise: !dpm && !step.Last);
         if (step.Last)
         {
             return (start, null);
@@ -239,14 +240,11 @@ internal sealed class SamplerGraph
         // DDIM 1·x̂₀ + 0·ε̂; DPM-Solver++ 0·x − (−1)·(1·x̂₀ − 0·prev).
         string Table(Func<Step, float> value) => g.Weight("step_table", steps.Select(value).ToArray(), steps.Count);
         var times = g.Int64s(steps.Select(s => s.NetworkTime).ToArray(), steps.Count);
-        var sqrtRecip = Table(s => s.SqrtRecip);
-        var sqrtRecipMinusOne = Table(s => s.SqrtRecipMinusOne);
-        var sqrtAlphaBar = Table(s => s.SqrtAlphaBar);
-        var sqrtOneMinusAlphaBar = Table(s => s.SqrtOneMinusAlphaBar);
+        var scheduleTables = new Dictionary<string, string>(StringComparer.Ordinal);
         var first = Table(s => s.Last ? 1f : dpm ? (s.SecondOrder ? s.CurrentWeight : 1f) : s.StartWeight);
         var second = Table(s => s.Last ? 0f : dpm ? (s.SecondOrder ? s.PreviousWeight : 0f) : s.NoiseWeight);
-        var sampleWeight = Table(s => s.Last ? 0f : s.SampleWeight);
-        var dataWeight = Table(s => s.Last ? -1f : s.DataWeight);
+        var sampleWeight = dpm ? Table(s => s.Last ? 0f : s.SampleWeight) : null;
+        var dataWeight = dpm ? Table(s => s.Last ? -1f : s.DataWeight) : null;
 
         var body = g.Subgraph("sampler_step");
         string iteration = g.Unique("iteration"), conditionIn = g.Unique("cond_in"), xIn = g.Unique("x_in"), previousIn = g.Unique("previous_in");
@@ -258,12 +256,12 @@ internal sealed class SamplerGraph
         string At(string table) => body.Node("Gather", new[] { table, iteration }, OnnxAttribute.Int("axis", 0));
 
         var output = Predict(body, xIn, body.Unsqueeze(At(times), 0), classes, guidance);
-        var (start, noise) = Denoise(body, xIn, output, At(sqrtRecip), At(sqrtRecipMinusOne), At(sqrtAlphaBar), At(sqrtOneMinusAlphaBar), needNoise: !dpm);
+        var (start, noise) = Denoise(body, xIn, output, name => At(scheduleTables.TryGetValue(name, out var table) ? table : scheduleTables[name] = Table(s => Schedule(s, name))), needNoise: !dpm);
         body.NodeTo(conditionOut, "Identity", new[] { conditionIn });
         if (dpm)
         {
             var data = body.Sub(body.Mul(start, At(first)), body.Mul(previousIn, At(second)));
-            body.NodeTo(xOut, "Sub", new[] { body.Mul(xIn, At(sampleWeight)), body.Mul(data, At(dataWeight)) });
+            body.NodeTo(xOut, "Sub", new[] { body.Mul(xIn, At(sampleWeight!)), body.Mul(data, At(dataWeight!)) });
             body.NodeTo(previousOut, "Identity", new[] { start });
         }
         else
@@ -280,6 +278,14 @@ internal sealed class SamplerGraph
         var results = g.Node("Loop", new[] { g.Int64Scalar(steps.Count), string.Empty, "noise", zeros }, 2, OnnxAttribute.Graph("body", body.Graph));
         return results[0];
     }
+
+    private static float Schedule(Step step, string name) => name switch
+    {
+        nameof(Step.SqrtRecip) => step.SqrtRecip,
+        nameof(Step.SqrtRecipMinusOne) => step.SqrtRecipMinusOne,
+        nameof(Step.SqrtAlphaBar) => step.SqrtAlphaBar,
+        _ => step.SqrtOneMinusAlphaBar,
+    };
 
     private sealed record Step
     {
