@@ -18,6 +18,11 @@ public static class ChildProcess
 {
     public static int Main(string[] args)
     {
+        if (Onnx.OnnxPipelineCommand.TryRun(args, out int onnxCode))
+        {
+            return onnxCode;
+        }
+
         if (args.Length >= 2 && args[0] == "load-model")
         {
             var mlContext = new MLContext();

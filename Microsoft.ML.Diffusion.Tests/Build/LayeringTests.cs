@@ -28,9 +28,12 @@ public sealed class LayeringTests
         ["Core/Sampling"] = new[] { "Core/Runtime", "Core/Schedules", "Core/Networks", "Core/Diffusion" },
         ["Core/Distributed"] = new[] { "Core/Runtime" },
         ["Core/Training"] = new[] { "Core/Runtime", "Core/IO", "Core/Schedules", "Core/Networks", "Core/Diffusion", "Core/Distributed" },
-        ["MLNet"] = new[] { "Core/Runtime", "Core/IO", "Core/Schedules", "Core/Networks", "Core/Diffusion", "Core/Sampling", "Core/Training", "Core/Distributed" },
+        ["Export"] = new[] { "Core/Runtime", "Core/IO", "Core/Schedules", "Core/Networks", "Core/Diffusion", "Core/Sampling" },
+        ["MLNet"] = new[] { "Export", "Core/Runtime", "Core/IO", "Core/Schedules", "Core/Networks", "Core/Diffusion", "Core/Sampling", "Core/Training", "Core/Distributed" },
         ["Import"] = new[] { "MLNet", "Core/Runtime", "Core/IO", "Core/Schedules", "Core/Networks", "Core/Diffusion", "Core/Sampling", "Core/Training" },
         ["Tools/Pictures"] = new[] { "MLNet", "Core/Runtime", "Core/Schedules", "Core/Sampling", "Core/Training" },
+        // The deploy-only package (its own project, no TorchSharp): it names nothing of the library's.
+        ["Onnx"] = Array.Empty<string>(),
         ["Tools/Evaluation"] = new[] { "MLNet", "Tools/Pictures", "Core/Runtime", "Core/IO", "Core/Schedules", "Core/Networks", "Core/Diffusion", "Core/Sampling", "Core/Training" },
     };
 
@@ -157,7 +160,8 @@ public sealed class LayeringTests
     }
 
     private static List<SourceFile> LibraryFiles() =>
-        ProjectFiles("Microsoft.ML.Diffusion", string.Empty).Concat(ProjectFiles("Microsoft.ML.Diffusion.Tools", "Tools/")).ToList();
+        ProjectFiles("Microsoft.ML.Diffusion", string.Empty).Concat(ProjectFiles("Microsoft.ML.Diffusion.Tools", "Tools/"))
+            .Concat(ProjectFiles("Microsoft.ML.Diffusion.Onnx", "Onnx/")).ToList();
 
     /// <summary>The sources of one project; a file's layer is its folder, under <paramref name="prefix"/>.</summary>
     private static IEnumerable<SourceFile> ProjectFiles(string project, string prefix)
