@@ -62,5 +62,5 @@ public static class OnnxMetadataKeys
 
     /// <summary>The value of <see cref="Noise"/>.</summary>
     public const string NoiseDescription =
-        "x_T of each image: libtorch CPU randn(C,H,W) float32 from a generator seeded with (uint)seed + 0x9E3779B9*(uint)(seed >> 32)";
+        "x_T of each image: C×H×W float32 standard normal draws of libtorch's CPU generator, seeded with (uint)seed + 0x9E3779B9*(uint)(seed >> 32)";
 }
