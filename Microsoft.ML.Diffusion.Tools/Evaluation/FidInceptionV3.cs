@@ -105,6 +105,11 @@ internal sealed class FidInceptionV3 : nn.Module<Tensor, Tensor>
         {
         }
 
+        // The children are registered under their state-dict names by Add; the fields only hold them for forward.
+        protected override void RegisterComponents()
+        {
+        }
+
         protected BasicConv Add(string name, long input, long output, long kernelH, long kernelW, long stride = 1, long padH = 0, long padW = 0)
         {
             var module = new BasicConv(input, output, kernelH, kernelW, stride, padH, padW);

@@ -31,6 +31,9 @@ Writes, beside this script:
                     calculate_frechet_distance of their statistics, computed as its calculate_activation_statistics does)
   stats_a.npz       mu/sigma of set_a as pytorch-fid's save_fid_stats writes them (np.savez_compressed)
   stats_a_plain.npz the same written by np.savez (stored, uncompressed), whose .npy members our writer must equal byte for byte
+  legacy.pth        the first five tensors of the state dict plus `big` (4x6 float32, 0..23) and `view` (big[1:, ::2]: a
+                    storage offset and strides) saved in torch.save's legacy format (_use_new_zipfile_serialization=False),
+                    the format of pytorch-fid's published weight file
 """
 import argparse
 import sys
@@ -118,6 +121,12 @@ def main():
              fid=np.array([fid], dtype=np.float64))
     np.savez_compressed(here / 'stats_a.npz', mu=stats[0][0], sigma=stats[0][1])
     np.savez(here / 'stats_a_plain.npz', mu=stats[0][0], sigma=stats[0][1])
+
+    big = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    legacy = {key: state[key] for key in list(state)[:5]}
+    legacy['big'] = big
+    legacy['view'] = big[1:, ::2]
+    torch.save(legacy, here / 'legacy.pth', _use_new_zipfile_serialization=False)
 
 
 if __name__ == '__main__':
