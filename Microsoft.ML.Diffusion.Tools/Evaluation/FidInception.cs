@@ -129,18 +129,7 @@ public sealed class FidInception : IDisposable
                     throw new ArgumentException("FidInception.Features expects pixel values in [0, 1] (as pytorch-fid's ToTensor gives); for model-space images in [−1, 1] use FeaturesOfModelImages.", nameof(images));
                 }
 
-                if (x.shape[1] == 1)
-                {
-                    x = x.expand(-1, 3, -1, -1);
-                }
-
-                if (x.shape[2] != InputSize || x.shape[3] != InputSize)
-                {
-                    x = nn.functional.interpolate(x, InputShape, mode: InterpolationMode.Bilinear, align_corners: false);
-                }
-
-                x = x.mul(Scalars.Two).sub(Scalars.One);
-                result.narrow(0, start, end - start).copy_(network.call(x).to(float64).cpu());
+                result.narrow(0, start, end - start).copy_(network.call(NetworkInput(x)).to(float64).cpu());
             }
         }
 
@@ -157,7 +146,34 @@ public sealed class FidInception : IDisposable
     {
         ArgumentNullException.ThrowIfNull(images);
         using var scope = NewDisposeScope();
-        return Features(ImageConversion.ModelToPixels(images).div(MaxPixel)).MoveToOuterDisposeScope();
+        return Features(ModelImagesToUnit(images)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// What the network sees of images in [0, 1]: grayscale repeated to RGB, bilinearly resized to 299×299
+    /// (align_corners = False, skipped at 299), then 2x − 1 — pytorch-fid's <c>InceptionV3.forward</c> before block 0.
+    /// </summary>
+    internal static Tensor NetworkInput(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        if (x.shape[1] == 1)
+        {
+            x = x.expand(-1, 3, -1, -1);
+        }
+
+        if (x.shape[2] != InputSize || x.shape[3] != InputSize)
+        {
+            x = nn.functional.interpolate(x, InputShape, mode: InterpolationMode.Bilinear, align_corners: false);
+        }
+
+        return x.mul(Scalars.Two).sub(Scalars.One).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Model-space images as torchvision's ToTensor reads their PNGs: the 8-bit pixels divided by 255.</summary>
+    internal static Tensor ModelImagesToUnit(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        return ImageConversion.ModelToPixels(images).div(MaxPixel).MoveToOuterDisposeScope();
     }
 
     /// <summary>Releases the network.</summary>
