@@ -33,6 +33,18 @@ public sealed record InceptionFidReport(double Fid, long RealCount, long Generat
         return new InceptionFidReport(fid, real.shape[0], generated.shape[0], kid, quality);
     }
 
+    /// <summary>FID, KID and precision/recall of model-space images (as the library reads and generates them).</summary>
+    /// <param name="inception">The network.</param>
+    /// <param name="real">Real images, N×C×H×W in [−1, 1].</param>
+    /// <param name="generated">Generated images, M×C×H×W in [−1, 1].</param>
+    /// <returns>The report.</returns>
+    public static InceptionFidReport MeasureImages(FidInception inception, Tensor real, Tensor generated)
+    {
+        ArgumentNullException.ThrowIfNull(inception);
+        using var scope = NewDisposeScope();
+        return Measure(inception.FeaturesOfModelImages(real), inception.FeaturesOfModelImages(generated));
+    }
+
     /// <summary>FID of generated features against reference statistics (a pytorch-fid <c>.npz</c>); KID and precision/recall need the real features and are left out.</summary>
     /// <param name="reference">The reference statistics.</param>
     /// <param name="generated">M×2048 generated features.</param>
