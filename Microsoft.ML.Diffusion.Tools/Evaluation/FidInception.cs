@@ -103,6 +103,21 @@ public sealed class FidInception : IDisposable
         return new FidInception(network, target) { Source = path };
     }
 
+    /// <summary>
+    /// The network with TorchSharp's initial (random) weights, for timing only: it runs as fast as the real one, but its
+    /// features and any FID computed from them mean nothing. <see cref="Source"/> says so.
+    /// </summary>
+    /// <param name="device">"cpu" (default), "cuda" or "cuda:N".</param>
+    /// <returns>The network, in evaluation mode on the device.</returns>
+    public static FidInception CreateWithRandomWeights(string device = "cpu")
+    {
+        var target = Torch.ParseDevice(device);
+        var network = new FidInceptionV3();
+        network.eval();
+        network.to(target);
+        return new FidInception(network, target) { Source = "random weights (timing only; not FID)" };
+    }
+
     /// <summary>Pool3 features of images with pixel values in [0, 1], as pytorch-fid computes them.</summary>
     /// <param name="images">N×C×H×W, C = 1 (repeated to RGB) or 3, values in [0, 1], any side (resized to 299).</param>
     /// <returns>N×2048 features in double precision, on the CPU.</returns>
