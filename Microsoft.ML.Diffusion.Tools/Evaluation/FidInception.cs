@@ -93,6 +93,7 @@ public sealed class FidInception : IDisposable
             CopyWeights(network, state, path);
             network.eval();
             network.to(target);
+            network.FoldBatchNorms();
         }
         catch
         {
@@ -115,6 +116,7 @@ public sealed class FidInception : IDisposable
         var network = new FidInceptionV3();
         network.eval();
         network.to(target);
+        network.FoldBatchNorms();
         return new FidInception(network, target) { Source = "random weights (timing only; not FID)" };
     }
 
