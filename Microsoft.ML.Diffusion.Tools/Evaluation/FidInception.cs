@@ -146,7 +146,7 @@ public sealed class FidInception : IDisposable
                     throw new ArgumentException("FidInception.Features expects pixel values in [0, 1] (as pytorch-fid's ToTensor gives); for model-space images in [−1, 1] use FeaturesOfModelImages.", nameof(images));
                 }
 
-                result.narrow(0, start, end - start).copy_(network.call(NetworkInput(x)).to(float64).cpu());
+                result.narrow(0, start, end - start).copy_(network.call(ChannelsLast(NetworkInput(x))).to(float64).cpu());
             }
         }
 
@@ -184,6 +184,13 @@ public sealed class FidInception : IDisposable
         }
 
         return x.mul(Scalars.Two).sub(Scalars.One).MoveToOuterDisposeScope();
+    }
+
+    // N×C×H×W with channels-last strides (N×H×W×C in memory), the layout oneDNN's CPU convolutions run in without reorders.
+    internal static Tensor ChannelsLast(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2).MoveToOuterDisposeScope();
     }
 
     /// <summary>Model-space images as torchvision's ToTensor reads their PNGs: the 8-bit pixels divided by 255.</summary>

@@ -126,8 +126,8 @@ internal sealed class FidInceptionV3 : nn.Module<Tensor, Tensor>
                 var scale = bn.weight!.div(bn.running_var!.Plus(eps).sqrt());
                 foldedWeight?.Dispose();
                 foldedBias?.Dispose();
-                foldedWeight = conv.weight!.mul(scale.reshape(-1, 1, 1, 1)).contiguous().MoveToOuterDisposeScope();
-                foldedBias = bn.bias!.sub(bn.running_mean!.mul(scale)).MoveToOuterDisposeScope();
+                foldedWeight = conv.weight!.mul(scale.reshape(-1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2).DetachFromDisposeScope(); // owned by this layer, not by the caller's scope
+                foldedBias = bn.bias!.sub(bn.running_mean!.mul(scale)).DetachFromDisposeScope();
             }
         }
 
