@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the Inception FID fixture of InceptionFidTests. Run once; the tests need no Python.
 
-    /usr/bin/python3 make_fixture.py --reference DIR
+    /usr/bin/python3 make_fixture.py --reference DIR [--weights-file FILE]
 
 DIR is pytorch-fid's `src` folder (the package `pytorch_fid`, version 0.3.0, extracted from its repository with
 `git archive`). Needs torch and torchvision (Debian's python3-torch 1.13 and python3-torchvision 0.14 were used), numpy
@@ -79,6 +79,9 @@ def image(b, size):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--reference', required=True, help="pytorch-fid's src folder")
+    parser.add_argument('--weights-file', help="also write the full generated state dict here (legacy torch.save format, "
+                        "no num_batches_tracked, as files from before PyTorch 0.4.1): a stand-in for the real weight file "
+                        "for benchmarks/InceptionFid, ~96 MB, never committed")
     args = parser.parse_args()
     sys.path.insert(0, args.reference)
     import pytorch_fid.inception as pfid
@@ -97,6 +100,9 @@ def main():
     model = pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
 
     here = Path(__file__).resolve().parent
+    if args.weights_file:
+        full = {key: value for key, value in state.items() if not key.endswith('num_batches_tracked')}
+        torch.save(full, args.weights_file, _use_new_zipfile_serialization=False)
     with open(here / 'keys.txt', 'w') as f:
         for key, t in state.items():
             f.write(f"{key} {','.join(str(d) for d in t.shape)}\n")
