@@ -13,7 +13,8 @@
 //       images, default N) or a folder of images (the first M, read at the model's size). Prints FID with its sample
 //       counts (and KID, precision/recall where the real features are at hand) and the seconds of each phase.
 //       --save-stats and --save-reference-stats write the generated and the real statistics as pytorch-fid's .npz.
-//       --random-weights times the same work without pytorch-fid's weight file; its FID means nothing.
+//       --random-weights times the same work without pytorch-fid's weight file; its FID means nothing (TorchSharp's initial
+//       weights make near-constant features); make_fixture.py --weights-file writes a stand-in file whose features vary.
 using System;
 using System.Diagnostics;
 using System.Globalization;
