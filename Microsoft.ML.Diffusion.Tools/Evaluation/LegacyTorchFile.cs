@@ -38,6 +38,12 @@ internal static class LegacyTorchFile
     {
         using var stream = File.OpenRead(path);
         using var reader = new BinaryReader(stream);
+        if (stream.Length < 2 || reader.ReadByte() != 0x80 || reader.ReadByte() < 2)
+        {
+            throw new InvalidDataException($"'{path}' is not a torch.save file: neither a zip archive (PyTorch ≥ 1.6) nor a pickle (the legacy format).");
+        }
+
+        stream.Position = 0;
         object magic = new Machine(reader, path).Load();
         if (magic is not BigInteger m || m != Magic)
         {
