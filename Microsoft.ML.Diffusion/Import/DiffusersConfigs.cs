@@ -84,7 +84,7 @@ internal static class DiffusersConfigs
             MidBlockScaleFactor = file.Double("mid_block_scale_factor", 1),
             DownsamplePadding = file.Int("downsample_padding", 1)!.Value,
             Dropout = file.Double("dropout", 0),
-            AttentionHeadDim = file.Int("attention_head_dim", 8),
+            AttentionHeadDim = file.IsNull("attention_head_dim") ? null : file.Int("attention_head_dim", 8), // null: one head as wide as the block
             NormGroups = file.Int("norm_num_groups", 32)!.Value,
             AttentionNormGroups = file.Int("attn_norm_num_groups", null),
             NormEps = file.Double("norm_eps", 1e-5),

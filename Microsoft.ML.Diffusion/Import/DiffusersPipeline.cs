@@ -179,7 +179,7 @@ public static class DiffusersPipeline
         {
             state = ReadState(path);
         }
-        catch (Exception ex) when (ex is not InvalidDataException)
+        catch (Exception ex) when (!ex.Message.Contains(path, StringComparison.Ordinal))
         {
             throw new InvalidDataException($"'{path}' could not be read as a diffusers weight file (safetensors, or the zip format of torch.save): {ex.Message}", ex);
         }
