@@ -60,7 +60,7 @@ static int ImportDiffusers(string[] args)
         .Integer("--seed", "N", "the seed of the grid's first image (default 0)", v => seed = v, min: 0)
         .Integer("--count", "N", "images in the grid (default 16)", v => count = v, max: 1024)
         .Integer("--size", "N", "the image side, when unet/config.json has no sample_size", v => size = v, max: 8192)
-        .Integer("--ddim-steps", "S", "sample with DDIM in S steps instead of the pipeline's scheduler (DDPM takes all T steps)", v => ddimSteps = v, max: 100_000)
+        .Integer("--ddim-steps", "S", "sample the grid and the saved model with DDIM in S steps instead of the pipeline's scheduler (DDPM takes all T steps)", v => ddimSteps = v, max: 100_000)
         .Parse(args, Console.Out);
     if (code is int exit)
     {
