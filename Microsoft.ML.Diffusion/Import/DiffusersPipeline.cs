@@ -226,7 +226,7 @@ public static class DiffusersPipeline
 
     private static Dictionary<string, Tensor> ReadState(string path)
     {
-        if (IsSafetensors(path))
+        if (PyTorchCheckpoint.IsSafetensors(path))
         {
             return Safetensors.LoadStateDict(path);
         }
@@ -240,19 +240,6 @@ public static class DiffusersPipeline
         }
 
         return state;
-    }
-
-    private static bool IsSafetensors(string path)
-    {
-        if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
-        {
-            return true;
-        }
-
-        // Otherwise by content: torch.save writes a zip file ("PK"); safetensors starts with a header length and '{'.
-        using var stream = File.OpenRead(path);
-        Span<byte> start = stackalloc byte[9];
-        return stream.Read(start) == 9 && start[8] == (byte)'{';
     }
 
     private static string FindWeights(string folder)
