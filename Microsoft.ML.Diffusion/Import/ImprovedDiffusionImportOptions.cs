@@ -97,8 +97,9 @@ public sealed class ImprovedDiffusionImportOptions
     public string AttentionResolutions { get; set; } = "16,8";
 
     /// <summary>
-    /// Gets or sets <c>--channel_mult</c> (guided-diffusion): comma-separated integer multipliers, or empty to choose them by
-    /// image size as their script does. Default empty.
+    /// Gets or sets <c>--channel_mult</c> (a guided-diffusion flag): comma-separated integer multipliers, or empty to choose
+    /// them by image size as their scripts do. improved-diffusion's script has no such flag, but its <c>UNetModel</c> takes
+    /// them: set this property for a network built with other multipliers. Default empty.
     /// </summary>
     public string ChannelMult { get; set; } = string.Empty;
 
@@ -252,7 +253,7 @@ public sealed class ImprovedDiffusionImportOptions
             ImageHeight = ImageSize,
             ImageWidth = ImageSize,
             Schedule = NoiseSchedule == "cosine" ? BetaSchedule.Cosine : BetaSchedule.Linear,
-            Betas = respaced ? Respace(betas, kept) : betas,
+            Betas = Respace(betas, kept), // their create_gaussian_diffusion always re-derives β through SpacedDiffusion
             Objective = PredictXStart ? PredictionTarget.Start : PredictionTarget.Noise,
             Variance = LearnSigma ? VarianceType.LearnedRange : SigmaSmall ? VarianceType.FixedSmall : VarianceType.FixedLarge,
             Network = network,

@@ -46,7 +46,8 @@ def randomize(model, generator):
 
 
 def first_steps(diffusion, model, x, t, noise, kwargs, prefix, out):
-    """The reference's p_sample and ddim_sample (η = 0) at (x, t) with the given noise, and p_mean_variance's parts."""
+    """The reference's p_sample and ddim_sample (η = 0) at (x, t) with the given noise, p_mean_variance's parts, and the
+    network's output for the timestep the sampler gives it (mapped and rescaled)."""
     import improved_diffusion.gaussian_diffusion as gd
     original = gd.th.randn_like
     gd.th.randn_like = lambda like: noise.clone()
@@ -57,6 +58,9 @@ def first_steps(diffusion, model, x, t, noise, kwargs, prefix, out):
             ddim = diffusion.ddim_sample(model, x, t, clip_denoised=True, model_kwargs=kwargs, eta=0.0)
     finally:
         gd.th.randn_like = original
+    with torch.no_grad():
+        out[prefix + '_model_output'] = diffusion._wrap_model(model)(x, t, **kwargs).float()
+    out[prefix + '_t'] = t
     out[prefix + '_mean'] = pmv['mean'].float()
     out[prefix + '_log_variance'] = pmv['log_variance'].float().expand_as(x).contiguous()
     out[prefix + '_pred_xstart'] = pmv['pred_xstart'].float()
@@ -102,11 +106,13 @@ def main():
                                          timestep_respacing='10')
     last = torch.full((3,), len(spaced_a.timestep_map) - 1, dtype=torch.int64)
     first_steps(spaced_a, a, x, last, noise, dict(y=y), 'a', out)
+    first_steps(spaced_a, a, x, torch.full((3,), 5, dtype=torch.int64), noise, dict(y=y), 'amid', out)
     out['a_betas'] = torch.tensor(spaced_a.betas, dtype=torch.float64)
 
     full_b = create_gaussian_diffusion(steps=50, learn_sigma=False, noise_schedule='linear', predict_xstart=True,
                                        rescale_timesteps=False, timestep_respacing='')
     first_steps(full_b, b, x, torch.full((3,), 49, dtype=torch.int64), noise, {}, 'b', out)
+    first_steps(full_b, b, x, torch.full((3,), 20, dtype=torch.int64), noise, {}, 'bmid', out)
     out['b_betas'] = torch.tensor(full_b.betas, dtype=torch.float64)
     ddim_b = create_gaussian_diffusion(steps=50, learn_sigma=False, noise_schedule='linear', predict_xstart=True,
                                        rescale_timesteps=False, timestep_respacing='ddim10')
