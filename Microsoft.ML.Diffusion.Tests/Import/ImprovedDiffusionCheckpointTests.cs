@@ -8,6 +8,7 @@ using Microsoft.ML;
 using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
+using Microsoft.ML.Diffusion.Core.Runtime;
 using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion.Import;
 using Microsoft.ML.Diffusion.Tests.MLNet;
@@ -158,6 +159,12 @@ public sealed class ImprovedDiffusionCheckpointTests
             CollectionAssert.AreEqual(new[] { 0, 13, 26, 39 }, shape.TimestepMap!.ToArray(), "their respacing of 40 steps into 4");
             Assert.AreEqual(3, loaded.Model.ClassCount);
             Assert.AreEqual(4, ((DdimScheduler)loaded.Options.Scheduler).Steps);
+
+            // Labels condition the images (their label embedding); a 16-bit copy of the network generates too.
+            var one = loaded.Generate(1, label: 1)[0].GetBGRPixels;
+            var two = loaded.Generate(1, label: 2)[0].GetBGRPixels;
+            CollectionAssert.AreNotEqual(one.ToArray(), two.ToArray(), "another label, another image from the same seed");
+            Assert.HasCount(2, loaded.Generate(2, new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 4 }, Precision = Precision.BFloat16 }));
         }
         finally
         {

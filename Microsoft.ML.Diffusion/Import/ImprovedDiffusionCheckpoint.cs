@@ -26,6 +26,9 @@ namespace Microsoft.ML.Diffusion.Import;
 /// </remarks>
 public static class ImprovedDiffusionCheckpoint
 {
+    /// <summary>The input column of class labels (key or integer) a class-conditional import reads unless the sampler options name another.</summary>
+    public const string DefaultLabelColumnName = "Label";
+
     /// <summary>A key every improved-diffusion or guided-diffusion <c>UNetModel</c> state dict has.</summary>
     private const string FirstKey = "input_blocks.0.0.weight";
 
@@ -78,6 +81,7 @@ public static class ImprovedDiffusionCheckpoint
             var config = new DiffusionModelConfig
             {
                 Diffusion = diffusion.Options,
+                LabelColumnName = options.ClassCond ? DefaultLabelColumnName : null,
                 Sampling = options.SamplerOptions(diffusion.Timesteps),
             };
             return new DiffusionSampler(mlContext, new DiffusionModel(config, diffusion), config.Sampling);

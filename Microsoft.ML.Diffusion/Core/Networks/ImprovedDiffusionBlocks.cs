@@ -15,7 +15,9 @@ namespace Microsoft.ML.Diffusion.Core.Networks;
 /// <summary>Group normalisation with 32 groups computed in float32 (their <c>GroupNorm32</c>).</summary>
 internal static class GroupNorm32
 {
-    public static GroupNorm Create(long channels) => nn.GroupNorm(ImprovedDiffusionUNetOptions.NormGroups, channels, eps: 1e-5);
+    private const double Epsilon = 1e-5;
+
+    public static GroupNorm Create(long channels) => nn.GroupNorm(ImprovedDiffusionUNetOptions.NormGroups, channels, eps: Epsilon);
 
     public static Tensor Apply(GroupNorm norm, Tensor x)
     {
@@ -24,8 +26,11 @@ internal static class GroupNorm32
             return norm.call(x);
         }
 
+        // A 16-bit copy of the network: normalise in float32 with float32 copies of the affine parameters.
         using var scope = NewDisposeScope();
-        return norm.call(x.to(ScalarType.Float32)).to(x.dtype).MoveToOuterDisposeScope();
+        var normalized = nn.functional.group_norm(
+            x.to(ScalarType.Float32), ImprovedDiffusionUNetOptions.NormGroups, norm.weight!.to(ScalarType.Float32), norm.bias!.to(ScalarType.Float32), Epsilon);
+        return normalized.to(x.dtype).MoveToOuterDisposeScope();
     }
 }
 

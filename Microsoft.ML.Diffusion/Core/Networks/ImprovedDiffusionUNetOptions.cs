@@ -142,7 +142,7 @@ public sealed class ImprovedDiffusionUNetOptions : DenoiserOptions
     /// Throws a clear exception for an invalid shape: <see cref="ModelChannels"/> and every level width positive, at most
     /// 16384 and divisible by 32 (the group normalisation's groups); 1 to 16 levels; 1 to 64 residual blocks; heads that
     /// divide every attending width; <see cref="Dropout"/> in [0, 1); a positive finite <see cref="TimestepScale"/>;
-    /// <see cref="TimestepMap"/> values in [0, 10^6].
+    /// <see cref="TimestepMap"/> of at most 10^6 values in [0, 10^6].
     /// </summary>
     protected override void ValidateShape()
     {
@@ -190,9 +190,9 @@ public sealed class ImprovedDiffusionUNetOptions : DenoiserOptions
             throw new ArgumentOutOfRangeException(nameof(TimestepScale), TimestepScale, "ImprovedDiffusionUNetOptions.TimestepScale must be positive and finite.");
         }
 
-        if (TimestepMap is not null && (TimestepMap.Count < 1 || TimestepMap.Any(t => t is < 0 or > MaxTimestep)))
+        if (TimestepMap is not null && (TimestepMap.Count is < 1 or > MaxTimestep || TimestepMap.Any(t => t is < 0 or > MaxTimestep)))
         {
-            throw new ArgumentOutOfRangeException(nameof(TimestepMap), Invariant($"ImprovedDiffusionUNetOptions.TimestepMap must hold at least one timestep, each in [0, {MaxTimestep}]."));
+            throw new ArgumentOutOfRangeException(nameof(TimestepMap), Invariant($"ImprovedDiffusionUNetOptions.TimestepMap must hold 1 to {MaxTimestep} timesteps, each in [0, {MaxTimestep}]."));
         }
 
         foreach (var block in Blueprint().Where(b => b.Kind == BlockKind.Attention))
