@@ -110,6 +110,28 @@ public sealed class ImprovedDiffusionCheckpointTests
         var imagenet = (ImprovedDiffusionUNetOptions)ImprovedDiffusionImportOptions.Parse(flags[2]).DescribeModel().Network;
         Assert.AreEqual(1000, imagenet.ClassCount);
         Assert.AreEqual(1.0, imagenet.TimestepScale, "--rescale_timesteps False");
+
+        // guided-diffusion's README: MODEL_FLAGS of its 64, 128, 256 (conditional and not) and 512 models and LSUN, plus
+        // its SAMPLE_FLAGS. No reference counts here (its code was not run): each must describe a valid model.
+        const string common = "--class_cond True --diffusion_steps 1000 --learn_sigma True --resblock_updown True --use_fp16 True --use_scale_shift_norm True --attention_resolutions 32,16,8 --batch_size 4 --num_samples 100";
+        var guided = new[]
+        {
+            "--dropout 0.1 --image_size 64 --noise_schedule cosine --num_channels 192 --num_head_channels 64 --num_res_blocks 3 --use_new_attention_order True --timestep_respacing 250",
+            "--image_size 128 --noise_schedule linear --num_channels 256 --num_heads 4 --num_res_blocks 2 --timestep_respacing ddim25 --use_ddim True",
+            "--image_size 256 --noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --timestep_respacing 250",
+            "--image_size 512 --noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --timestep_respacing 250",
+        };
+        foreach (var flagsOfModel in guided)
+        {
+            var model = ImprovedDiffusionImportOptions.Parse(common + " " + flagsOfModel, ImprovedDiffusionCodebase.GuidedDiffusion).DescribeModel();
+            model.Validate();
+            Assert.AreEqual(1000, model.Network.ClassCount);
+            Assert.AreEqual(1.0, ((ImprovedDiffusionUNetOptions)model.Network).TimestepScale, "guided-diffusion does not rescale timesteps by default");
+        }
+
+        var large = (ImprovedDiffusionUNetOptions)ImprovedDiffusionImportOptions.Parse(common + " " + guided[3], ImprovedDiffusionCodebase.GuidedDiffusion).DescribeModel().Network;
+        Assert.AreEqual(128, large.LevelWidths[0], "their ½ multiplier at 512×512");
+        Assert.AreEqual(250, large.TimestepMap!.Count);
     }
 
     [TestMethod]
