@@ -22,7 +22,8 @@ namespace Microsoft.ML.Diffusion.Tests.Import;
 /// <summary>
 /// Checkpoints of openai's improved-diffusion written by Data/PyTorch/make_improved_diffusion_fixture.py with the
 /// reference's own UNetModel, GaussianDiffusion and SpacedDiffusion (PyTorch 1.13, run once): two tiny random networks,
-/// their outputs for fixed inputs, and the first DDPM and DDIM steps of the reference's samplers.
+/// their outputs for fixed inputs, and the first DDPM and DDIM steps of the reference's samplers; and of openai's
+/// guided-diffusion written by Data/PyTorch/make_guided_diffusion_fixture.py with its own UNetModel.
 /// </summary>
 [TestClass]
 public sealed class ImprovedDiffusionCheckpointTests
@@ -35,7 +36,9 @@ public sealed class ImprovedDiffusionCheckpointTests
     // Outputs are O(1); measured differences are printed by each test.
     private const double Tolerance = 1e-4;
 
-    private static Hashtable? reference;
+    private const string Improved = "improved-diffusion-reference.pt";
+    private const string Guided = "guided-diffusion-reference.pt";
+    private static readonly Dictionary<string, Hashtable> References = new();
 
     [TestMethod]
     public void BothNetworksGiveTheReferenceOutputs()
@@ -54,6 +57,30 @@ public sealed class ImprovedDiffusionCheckpointTests
         Assert.IsLessThan(Tolerance, differenceB);
         Assert.IsGreaterThan(0.5, Reference("a_output").abs().max().item<float>(), "the reference output is not trivially small");
         Assert.AreEqual(6L, outputA.shape[1], "learned sigmas double the output channels");
+    }
+
+    [TestMethod]
+    public void AGuidedDiffusionNetworkWithItsAdditionsGivesTheReferenceOutput()
+    {
+        // Residual blocks that resample, heads 16 channels wide, the new attention order, 3 classes, learned sigmas (float16 file).
+        var options = ImprovedDiffusionImportOptions.Parse(
+            "--image_size 8 --num_channels 32 --channel_mult 1,1 --num_res_blocks 1 --attention_resolutions 8,4 --num_head_channels 16 " +
+            "--resblock_updown True --use_new_attention_order True --learn_sigma True --class_cond True --use_fp16 True",
+            ImprovedDiffusionCodebase.GuidedDiffusion);
+        options.NumClasses = 3;
+        using var sampler = Import("guided-diffusion-c-fp16.pt", options);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var output = sampler.Model.Diffusion.Model.forward(Reference("x", Guided), Reference("t", Guided), Reference("y", Guided));
+        double difference = MaxDifference(output, Reference("c_output", Guided));
+        Console.WriteLine($"max |ours - guided-diffusion|: {difference:E2}");
+        Assert.IsLessThan(Tolerance, difference);
+        Assert.IsGreaterThan(0.5, Reference("c_output", Guided).abs().max().item<float>(), "the reference output is not trivially small");
+
+        // The same weights read in the old attention order give another output: the order is tested.
+        options.UseNewAttentionOrder = false;
+        using var legacy = Import("guided-diffusion-c-fp16.pt", options);
+        Assert.IsGreaterThan(1e-3, MaxDifference(legacy.Model.Diffusion.Model.forward(Reference("x", Guided), Reference("t", Guided), Reference("y", Guided)), Reference("c_output", Guided)));
     }
 
     [TestMethod]
@@ -111,25 +138,19 @@ public sealed class ImprovedDiffusionCheckpointTests
         Assert.AreEqual(1000, imagenet.ClassCount);
         Assert.AreEqual(1.0, imagenet.TimestepScale, "--rescale_timesteps False");
 
-        // guided-diffusion's README: MODEL_FLAGS of its 64, 128, 256 (conditional and not) and 512 models and LSUN, plus
-        // its SAMPLE_FLAGS. No reference counts here (its code was not run): each must describe a valid model.
-        const string common = "--class_cond True --diffusion_steps 1000 --learn_sigma True --resblock_updown True --use_fp16 True --use_scale_shift_norm True --attention_resolutions 32,16,8 --batch_size 4 --num_samples 100";
-        var guided = new[]
+        // guided-diffusion's README (Data/PyTorch/make_guided_diffusion_fixture.py ran its create_model on them).
+        var guidedFlags = Encoding.UTF8.GetString(Reference("readme_flags", Guided).data<byte>().ToArray()).Split('\n');
+        var guidedCounts = Reference("readme_counts", Guided).data<long>().ToArray();
+        Assert.HasCount(guidedCounts.Length, guidedFlags);
+        for (int i = 0; i < guidedFlags.Length; i++)
         {
-            "--dropout 0.1 --image_size 64 --noise_schedule cosine --num_channels 192 --num_head_channels 64 --num_res_blocks 3 --use_new_attention_order True --timestep_respacing 250",
-            "--image_size 128 --noise_schedule linear --num_channels 256 --num_heads 4 --num_res_blocks 2 --timestep_respacing ddim25 --use_ddim True",
-            "--image_size 256 --noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --timestep_respacing 250",
-            "--image_size 512 --noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --timestep_respacing 250",
-        };
-        foreach (var flagsOfModel in guided)
-        {
-            var model = ImprovedDiffusionImportOptions.Parse(common + " " + flagsOfModel, ImprovedDiffusionCodebase.GuidedDiffusion).DescribeModel();
+            var model = ImprovedDiffusionImportOptions.Parse(guidedFlags[i], ImprovedDiffusionCodebase.GuidedDiffusion).DescribeModel();
             model.Validate();
-            Assert.AreEqual(1000, model.Network.ClassCount);
+            Assert.AreEqual(guidedCounts[i], model.Network.CountParameters(), $"the parameters of guided-diffusion's create_model for: {guidedFlags[i]}");
             Assert.AreEqual(1.0, ((ImprovedDiffusionUNetOptions)model.Network).TimestepScale, "guided-diffusion does not rescale timesteps by default");
         }
 
-        var large = (ImprovedDiffusionUNetOptions)ImprovedDiffusionImportOptions.Parse(common + " " + guided[3], ImprovedDiffusionCodebase.GuidedDiffusion).DescribeModel().Network;
+        var large = (ImprovedDiffusionUNetOptions)ImprovedDiffusionImportOptions.Parse(guidedFlags[4] + " --timestep_respacing 250", ImprovedDiffusionCodebase.GuidedDiffusion).DescribeModel().Network;
         Assert.AreEqual(128, large.LevelWidths[0], "their ½ multiplier at 512×512");
         Assert.AreEqual(250, large.TimestepMap!.Count);
     }
@@ -337,21 +358,24 @@ public sealed class ImprovedDiffusionCheckpointTests
         return (ours.to(float32) - theirs).abs().max().item<float>();
     }
 
-    private static Tensor Reference(string key)
+    private static Tensor Reference(string key, string file = Improved)
     {
-        if (reference is null)
+        lock (References)
         {
-            // Loaded once for all tests, outside any test's dispose scope.
-            var loaded = PyTorchUnpickler.UnpickleStateDict(Fixture("improved-diffusion-reference.pt"));
-            foreach (var value in loaded.Values)
+            if (!References.TryGetValue(file, out var loaded))
             {
-                ((Tensor)value!).DetachFromDisposeScope();
+                // Loaded once for all tests, outside any test's dispose scope.
+                loaded = PyTorchUnpickler.UnpickleStateDict(Fixture(file));
+                foreach (var value in loaded.Values)
+                {
+                    ((Tensor)value!).DetachFromDisposeScope();
+                }
+
+                References[file] = loaded;
             }
 
-            reference = loaded;
+            return (Tensor)(loaded[key] ?? throw new KeyNotFoundException(key));
         }
-
-        return (Tensor)(reference[key] ?? throw new KeyNotFoundException(key));
     }
 
     private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "Data", "PyTorch", name);
