@@ -187,16 +187,23 @@ public sealed class ImprovedDiffusionCheckpointTests
     public void AnImportedSamplerTransformsAndRoundTripsThroughAModelFile()
     {
         var mlContext = new MLContext(seed: 1);
-        using var sampler = Import("improved-diffusion-a-fp16.pt", OptionsA(FlagsA + " --diffusion_steps 40 --noise_schedule cosine --timestep_respacing 4 --use_ddim True"));
+        var options = OptionsA(FlagsA + " --diffusion_steps 40 --noise_schedule cosine --timestep_respacing 4");
+        options.Sampling = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 4 }, MicroBatchSize = 2 }; // no padding to 8 images
+        using var sampler = Import("improved-diffusion-a-fp16.pt", options);
         var seeds = MLNetTestData.Seeds(mlContext, 1, 2);
-        var pixels = MLNetTestData.Pixels(sampler.Transform(seeds));
-        Assert.HasCount(3 * 8 * 8, pixels[0]);
         string path = Path.Combine(Path.GetTempPath(), $"improved-diffusion-{Guid.NewGuid():N}.zip");
         try
         {
             sampler.Save(mlContext, path);
             using var loaded = DiffusionSampler.Load(new MLContext(), path);
-            CollectionAssert.AreEqual(MLNetTestData.PixelHashes(sampler.Transform(seeds)).ToArray(), MLNetTestData.PixelHashes(loaded.Transform(seeds)).ToArray());
+            var before = MLNetTestData.Pixels(sampler.Transform(seeds));
+            var after = MLNetTestData.Pixels(loaded.Transform(seeds));
+            Assert.HasCount(2, after);
+            Assert.HasCount(3 * 8 * 8, before[0]);
+            for (int i = 0; i < before.Count; i++)
+            {
+                CollectionAssert.AreEqual(before[i], after[i], "the loaded sampler's images, bit for bit");
+            }
             var shape = (ImprovedDiffusionUNetOptions)loaded.Model.Network;
             Assert.AreEqual(ImprovedDiffusionUNetOptions.KindName, shape.Kind);
             CollectionAssert.AreEqual(new[] { 0, 13, 26, 39 }, shape.TimestepMap!.ToArray(), "their respacing of 40 steps into 4");
@@ -207,7 +214,7 @@ public sealed class ImprovedDiffusionCheckpointTests
             var one = loaded.Generate(1, label: 1)[0].GetBGRPixels;
             var two = loaded.Generate(1, label: 2)[0].GetBGRPixels;
             CollectionAssert.AreNotEqual(one.ToArray(), two.ToArray(), "another label, another image from the same seed");
-            Assert.HasCount(2, loaded.Generate(2, new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 4 }, Precision = Precision.BFloat16 }));
+            Assert.HasCount(1, loaded.Generate(1, new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 2 }, Precision = Precision.BFloat16, MicroBatchSize = 1 }));
         }
         finally
         {

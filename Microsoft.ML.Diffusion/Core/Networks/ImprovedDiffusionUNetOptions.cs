@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Globalization;
 using System.Linq;
+using System.Text.Json.Serialization;
 
 namespace Microsoft.ML.Diffusion.Core.Networks;
 
@@ -100,6 +101,7 @@ public sealed class ImprovedDiffusionUNetOptions : DenoiserOptions
     public IReadOnlyList<int>? TimestepMap { get; set; }
 
     /// <summary>Gets the width of each level: ⌊multiplier × <see cref="ModelChannels"/>⌋.</summary>
+    [JsonIgnore]
     public IReadOnlyList<int> LevelWidths => ChannelMult.Select(m => (int)(m * ModelChannels)).ToArray();
 
     /// <summary>Gets the factor every image side must divide by: 2^(levels − 1).</summary>
