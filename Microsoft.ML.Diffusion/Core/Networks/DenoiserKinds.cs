@@ -21,6 +21,7 @@ public static class DenoiserKinds
             [UNetOptions.KindName] = typeof(UNetOptions),
             [DiTOptions.KindName] = typeof(DiTOptions),
             [ImprovedDiffusionUNetOptions.KindName] = typeof(ImprovedDiffusionUNetOptions),
+            [DiffusersUNetOptions.KindName] = typeof(DiffusersUNetOptions),
         });
 
     /// <summary>Gets the registered kinds.</summary>
