@@ -28,7 +28,7 @@ internal sealed class DiffusersAttention : nn.Module<Tensor, Tensor>
         this.heads = heads;
         this.headDim = headDim;
         long inner = (long)heads * headDim;
-        group_norm = DiffusersGroupNorm.Create(groups, width, eps);
+        group_norm = GroupNorms.Create(groups, width, eps);
         to_q = nn.Linear(width, inner);
         to_k = nn.Linear(width, inner);
         to_v = nn.Linear(width, inner);

@@ -24,10 +24,10 @@ internal sealed class DiffusersResnetBlock : nn.Module<Tensor, Tensor, Tensor>
     public DiffusersResnetBlock(long input, long output, long timeEmbedding, int groups, double eps, double dropoutRate, double outputScaleFactor)
         : base(nameof(DiffusersResnetBlock))
     {
-        norm1 = DiffusersGroupNorm.Create(groups, input, eps);
+        norm1 = GroupNorms.Create(groups, input, eps);
         conv1 = nn.Conv2d(input, output, 3, padding: 1);
         time_emb_proj = nn.Linear(timeEmbedding, output);
-        norm2 = DiffusersGroupNorm.Create(groups, output, eps);
+        norm2 = GroupNorms.Create(groups, output, eps);
         dropout = nn.Dropout(dropoutRate);
         conv2 = nn.Conv2d(output, output, 3, padding: 1);
         conv_shortcut = input != output ? nn.Conv2d(input, output, 1) : null;

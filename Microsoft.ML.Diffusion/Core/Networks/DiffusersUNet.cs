@@ -76,7 +76,7 @@ public sealed class DiffusersUNet : Denoiser
         }
 
         up_blocks = nn.ModuleList(up.ToArray());
-        conv_norm_out = DiffusersGroupNorm.Create(options.NormGroups, first, options.NormEps);
+        conv_norm_out = GroupNorms.Create(options.NormGroups, first, options.NormEps);
         conv_out = nn.Conv2d(first, OutputChannelsOf(options), 3, padding: 1);
         RegisterComponents();
     }

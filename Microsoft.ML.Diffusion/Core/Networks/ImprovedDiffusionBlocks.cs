@@ -17,7 +17,7 @@ internal static class GroupNorm32
 {
     private const double Epsilon = 1e-5;
 
-    public static GroupNorm Create(long channels) => nn.GroupNorm(ImprovedDiffusionUNetOptions.NormGroups, channels, eps: Epsilon);
+    public static GroupNorm Create(long channels) => GroupNorms.Create(ImprovedDiffusionUNetOptions.NormGroups, channels, Epsilon);
 
     public static Tensor Apply(GroupNorm norm, Tensor x)
     {

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Diffusion.Core.Networks;
 
-/// <summary>The group norms of <see cref="DiffusersUNet"/>.</summary>
-internal static class DiffusersGroupNorm
+/// <summary>Group norms initialised as PyTorch initialises them (every network that normalises by groups builds them here).</summary>
+internal static class GroupNorms
 {
     /// <summary>
     /// A GroupNorm with γ = 1 and β = 0, as PyTorch initialises it: TorchSharp 0.107's <c>nn.GroupNorm</c> leaves its affine
