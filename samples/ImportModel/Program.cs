@@ -2,9 +2,11 @@
 // grid of images from it. One subcommand per format; a format is one entry of Formats and one method.
 //
 //   dotnet run -c Release --project samples/ImportModel -- diffusers FOLDER --output model.zip [--grid out.png] [--seed N] [--count N] [--size N] [--ddim-steps S]
+//   dotnet run -c Release --project samples/ImportModel -- improved-diffusion FILE.pt --flags "--image_size 32 ..." [--guided] --output model.zip [--grid ...]
 //
 // FOLDER is a diffusers DDPM/DDIM pipeline folder as the Hub serves it (for example after
-// `huggingface-cli download google/ddpm-cifar10-32 --local-dir ddpm-cifar10-32`); nothing is downloaded here.
+// `huggingface-cli download google/ddpm-cifar10-32 --local-dir ddpm-cifar10-32`); FILE.pt an openai improved-diffusion or
+// guided-diffusion checkpoint with the flags its README gives for it. Nothing is downloaded here.
 using System;
 using System.Collections.Generic;
 using System.Globalization;
@@ -29,13 +31,14 @@ public static class Program
     public static int Main(string[] args) => ImportModelCommand.Run(args, Console.Out);
 }
 
-/// <summary>The importer's command line: one subcommand per format (today <c>diffusers</c>).</summary>
+/// <summary>The importer's command line: one subcommand per format (<c>diffusers</c>, <c>improved-diffusion</c>).</summary>
 public static class ImportModelCommand
 {
     // A format: its help line and its command. Adding one (e.g. "improved-diffusion FILE ...") is one entry and one method.
     private static readonly Dictionary<string, (string Help, Func<string[], TextWriter, int> Run)> Formats = new(StringComparer.Ordinal)
     {
         ["diffusers"] = ("a Hugging Face diffusers DDPM or DDIM pipeline folder (model_index.json, unet/, scheduler/)", ImportDiffusers),
+        ["improved-diffusion"] = ("an openai improved-diffusion or guided-diffusion .pt checkpoint and its model/diffusion flags", ImportImprovedDiffusion),
     };
 
     /// <summary>Runs one import.</summary>
@@ -98,12 +101,56 @@ public static class ImportModelCommand
         }
 
         var optionNames = new Dictionary<string, string>(StringComparer.Ordinal) { ["ImageSize"] = "--size", ["Steps"] = "--ddim-steps" };
+        return SaveAndDraw(console, optionNames, seed, output, grid, count, ddimSteps,
+            mlContext => DiffusersPipeline.Import(mlContext, folder, new DiffusersImportOptions { ImageSize = size }));
+    }
+
+    private static int ImportImprovedDiffusion(string[] args, TextWriter console)
+    {
+        string file = string.Empty, output = string.Empty, flags = string.Empty;
+        string? grid = null;
+        bool guided = false;
+        int seed = 0, count = 16;
+        int? ddimSteps = null;
+        int? code = new CommandLine(
+                "dotnet run -c Release --project samples/ImportModel -- improved-diffusion",
+                "Imports an openai improved-diffusion (or, with --guided, guided-diffusion) checkpoint as an ML.NET model file, with\n"
+                + "the model and diffusion flags its README gives for it, and optionally draws a grid of images from it.")
+            .Argument("FILE", "the .pt checkpoint (a torch.save'd state dict)", v => file = v)
+            .Text("--flags", "\"--image_size 32 ...\"", "their flags, as one quoted string (required)", v => flags = v)
+            .Flag("--guided", "the file and flags are guided-diffusion's (its defaults and extra flags)", () => guided = true)
+            .Text("--output", "MODEL.zip", "the ML.NET model file to write (required)", v => output = v)
+            .Text("--grid", "PNG", "also generate a grid of images and save it as this PNG", v => grid = v)
+            .Integer("--seed", "N", "the seed of the grid's first image (default 0)", v => seed = v, min: 0)
+            .Integer("--count", "N", "images in the grid (default 16)", v => count = v, max: 1024)
+            .Integer("--ddim-steps", "S", "sample the grid and the saved model with DDIM in S steps instead of the flags' sampler", v => ddimSteps = v, max: 100_000)
+            .Parse(args, console);
+        if (code is int exit)
+        {
+            return exit;
+        }
+
+        if (output.Length == 0 || flags.Length == 0)
+        {
+            console.WriteLine(output.Length == 0 ? "--output is required: the model file to write." : "--flags is required: the checkpoint's model and diffusion flags.");
+            return CommandLine.BadCommandLine;
+        }
+
+        var optionNames = new Dictionary<string, string>(StringComparer.Ordinal) { ["Steps"] = "--ddim-steps" };
+        var codebase = guided ? ImprovedDiffusionCodebase.GuidedDiffusion : ImprovedDiffusionCodebase.ImprovedDiffusion;
+        return SaveAndDraw(console, optionNames, seed, output, grid, count, ddimSteps,
+            mlContext => ImprovedDiffusionCheckpoint.Import(mlContext, file, flags, codebase));
+    }
+
+    // Imports with the format's call, then what every format does: the sampler choice, the model file and the grid.
+    private static int SaveAndDraw(
+        TextWriter console, Dictionary<string, string> optionNames, int seed, string output, string? grid, int count, int? ddimSteps, Func<MLContext, DiffusionSampler> import)
+    {
         return UserErrors.Run(console, optionNames, () =>
         {
             var mlContext = new MLContext(seed: seed);
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var options = new DiffusersImportOptions { ImageSize = size };
-            using var sampler = DiffusersPipeline.Import(mlContext, folder, options);
+            using var sampler = import(mlContext);
             var model = sampler.Model;
             if (ddimSteps is int steps)
             {
