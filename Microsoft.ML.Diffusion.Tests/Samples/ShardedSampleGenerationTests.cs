@@ -96,6 +96,21 @@ public sealed class ShardedSampleGenerationTests
     }
 
     [TestMethod]
+    public void MainJobTwoShardsMergedRedrawTheTrainingRunsSamplesGrid()
+    {
+        // One training step of the main job (1 DDIM step in its pictures), then its model in two shards of 64 images.
+        string trained = Path.Combine(directory, "main-trained");
+        Run(FashionMnistJob.Run, 0, "--steps", "1", "--sampling-steps", "1", "--no-metrics", "--out", trained, "--data", Path.Combine(AppContext.BaseDirectory, "data", "fashion-mnist"));
+        string sharded = Path.Combine(directory, "main-trained-shards");
+        Run(FashionMnistJob.Run, 0, "--generate", Path.Combine(trained, "model.zip"), "--shard", "0/2", "--out", sharded);
+        Run(FashionMnistJob.Run, 0, "--generate", Path.Combine(trained, "model.zip"), "--shard", "1/2", "--out", sharded);
+        string log = Run(FashionMnistJob.Run, 0, "--merge", sharded);
+        StringAssert.Contains(log, "Merged 2 shards: 64 images");
+        CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(trained, "samples.png")), File.ReadAllBytes(Path.Combine(sharded, "samples.png")), "the merged grid is the training run's samples.png");
+        Assert.AreEqual(64, Directory.GetFiles(Path.Combine(sharded, "images"), "*.png").Length);
+    }
+
+    [TestMethod]
     [DataRow("2/2")]
     [DataRow("-1/2")]
     [DataRow("1/0")]
