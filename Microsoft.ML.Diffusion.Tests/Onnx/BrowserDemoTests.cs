@@ -30,7 +30,7 @@ public sealed class BrowserDemoTests
     [TestMethod]
     public void TheBrowserDemoDrawsTheSamplersPixelsForTheSameSeeds()
     {
-        string demo = Path.Combine(RepositoryRoot(), "samples", "BrowserDemo");
+        string demo = Path.Combine(Devices.DeviceGuardTests.RepositoryRoot(), "samples", "BrowserDemo");
         if (!File.Exists(Path.Combine(demo, "node_modules", "onnxruntime-web", "dist", "ort.wasm.min.js")))
         {
             Assert.Inconclusive($"Not run: onnxruntime-web is not installed in {demo} (run `npm ci` there, or eng/check-browser-demo.sh).");
@@ -149,19 +149,6 @@ public sealed class BrowserDemoTests
         return new[] { "chromium", "chromium-browser", "google-chrome" }
             .SelectMany(name => folders.Select(folder => Path.Combine(folder, name)))
             .FirstOrDefault(File.Exists);
-    }
-
-    private static string RepositoryRoot()
-    {
-        for (var folder = new DirectoryInfo(AppContext.BaseDirectory); folder is not null; folder = folder.Parent)
-        {
-            if (File.Exists(Path.Combine(folder.FullName, "MLDiffusion.sln")))
-            {
-                return folder.FullName;
-            }
-        }
-
-        throw new InvalidOperationException($"No MLDiffusion.sln above {AppContext.BaseDirectory}.");
     }
 
     /// <summary>Serves the demo's folder and the model on a free port of 127.0.0.1 (the page fetches both; file:// would not do).</summary>

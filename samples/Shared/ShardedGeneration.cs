@@ -130,7 +130,7 @@ internal static class ShardedGeneration
             int n = Math.Min(Block, end - first);
             using var scope = NewDisposeScope();
             long[] seeds = Enumerable.Range(first, n).Select(k => baseSeed + k).ToArray();
-            var labels = classes > 0 ? tensor(Enumerable.Range(first, n).Select(k => (long)(k % classes)).ToArray()) : null;
+            var labels = classes > 0 ? tensor(Enumerable.Range(first, n).Select(k => (long)(k % classes)).ToArray(), device: sampler.Model.Diffusion.Device) : null;
             var generated = ImageConversion.ToMLImages(loop.Sample(sampler.Model.Diffusion, seeds, labels));
             for (int j = 0; j < n; j++)
             {
