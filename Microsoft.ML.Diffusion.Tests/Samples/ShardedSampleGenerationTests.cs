@@ -18,11 +18,14 @@ public sealed class ShardedSampleGenerationTests
     private static string directory = null!;
     private static string model = null!;
     private static string trainingGrid = null!;
+    private static IDisposable oneThread = null!;
 
     /// <summary>Trains one tiny class-conditional model with the folder trainer (2 steps, 8×8 RGB, 2 classes).</summary>
     [ClassInitialize]
     public static void TrainTinyModel(TestContext context)
     {
+        // One libtorch thread for the whole class: on a loaded machine two-thread kernels wait for each other (TinyModels.OneThread).
+        oneThread = TinyModels.OneThread();
         directory = Directory.CreateTempSubdirectory("mldiffusion-shards-").FullName;
         string images = Path.Combine(directory, "images");
         FolderTrainerTests.WriteImages(images, rgb: true);
@@ -35,7 +38,11 @@ public sealed class ShardedSampleGenerationTests
 
     /// <summary>Deletes the model and every output.</summary>
     [ClassCleanup]
-    public static void DeleteFolder() => Directory.Delete(directory, recursive: true);
+    public static void DeleteFolder()
+    {
+        oneThread.Dispose();
+        Directory.Delete(directory, recursive: true);
+    }
 
     [TestMethod]
     public void FolderTrainerShardsMergedGiveTheBytesOfOneRunAndOfTheTrainingGrid()
