@@ -103,12 +103,7 @@ public sealed class DiffusersUNet : Denoiser
         if (class_embedding is not null && classes is not null)
         {
             // Label ClassCount means "no label": diffusers' table has no such row, so it adds nothing.
-            using var last = (options.ClassCount - 1).ToScalar();
-            var labels = classes.to(int64);
-            var rows = class_embedding.weight![TensorIndex.Tensor(labels.clamp_max(last))];
-            using var count = options.ClassCount.ToScalar();
-            var known = labels.lt(count).unsqueeze(1).to(rows.dtype);
-            embedding = embedding.Plus(rows * known);
+            embedding = embedding.Plus(LabelRowsWithoutNullClass(class_embedding.weight!, classes));
         }
 
         var h = conv_in.call(sample);

@@ -96,10 +96,7 @@ public sealed class ImprovedDiffusionUNet : Denoiser
         if (label_emb is not null && classes is not null)
         {
             // "No label" (index ClassCount) adds nothing: their networks have exactly ClassCount rows.
-            using Scalar lastRow = (options.ClassCount - 1).ToScalar(), count = options.ClassCount.ToScalar();
-            var labels = classes.to(int64);
-            var rows = label_emb.weight![TensorIndex.Tensor(labels.clamp_max(lastRow))];
-            emb = emb.Plus(rows * labels.lt(count).unsqueeze(1).to(rows.dtype));
+            emb = emb.Plus(LabelRowsWithoutNullClass(label_emb.weight!, classes));
         }
 
         var skips = new Stack<Tensor>();
