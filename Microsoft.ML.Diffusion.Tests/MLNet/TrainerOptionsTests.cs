@@ -30,6 +30,12 @@ public sealed class TrainerOptionsTests : OneThreadTests
         nameof(DiffusionTrainerOptions.CheckpointEvery), nameof(DiffusionTrainerOptions.Resume),
     };
 
+    private static readonly Lazy<DiffusionModel> TinyInitialModel = new(() =>
+    {
+        var diffusion = TinyModels.Diffusion();
+        return new DiffusionModel(new DiffusionModelConfig { Diffusion = diffusion.Options }, diffusion);
+    });
+
     private static PropertyInfo[] Settable<T>() => typeof(T).GetProperties(BindingFlags.Public | BindingFlags.Instance)
         .Where(p => p.SetMethod is { IsPublic: true }).ToArray();
 
@@ -263,6 +269,12 @@ public sealed class TrainerOptionsTests : OneThreadTests
         if (type == typeof(IProgress<TrainingProgress>))
         {
             return new SyncProgress<TrainingProgress>(_ => { });
+        }
+
+        if (type == typeof(DiffusionModel))
+        {
+            // Fine-tuning's starting model (InitialModel): a tiny one, shared by the test run.
+            return TinyInitialModel.Value;
         }
 
         Assert.Fail($"DiffusionTrainerOptions.{property.Name} has a type ({type}) this test does not know: add a value for it here.");

@@ -151,7 +151,7 @@ public static class PyTorchCheckpoint
         return (state, step);
     }
 
-    private static bool IsSafetensors(string path)
+    internal static bool IsSafetensors(string path)
     {
         if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
         {

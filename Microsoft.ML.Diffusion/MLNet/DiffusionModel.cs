@@ -85,6 +85,14 @@ public sealed class DiffusionModel : IDisposable
     /// <summary>The network's weights in TorchSharp's format.</summary>
     internal byte[] SaveWeights()
     {
+        long parameters = Diffusion.Model.ParameterCount;
+        if (parameters > ModelLimits.MaxParameters)
+        {
+            // An imported network can be larger than a model file holds (guided-diffusion's 256×256 and 512×512 models).
+            throw new InvalidOperationException(
+                $"The {Network.Kind} network has {parameters:N0} parameters; a model file holds at most {ModelLimits.MaxParameters:N0} (its float32 weights must fit one 2 GiB entry). Sample with the model in this process instead.");
+        }
+
         using var stream = new MemoryStream();
         using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
         {

@@ -138,6 +138,11 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
         var diffusion = options.DescribeModel(data.ClassCount).CreateDiffusion();
         try
         {
+            if (options.InitialModel is DiffusionModel initial)
+            {
+                CopyInitialWeights(initial, diffusion, data.ClassCount);
+            }
+
             // The model file records the built diffusion's description: its exact β values and its network's settings.
             var config = new DiffusionModelConfig
             {
@@ -174,6 +179,31 @@ public sealed class DiffusionTrainer : IEstimator<DiffusionSampler>
         {
             diffusion.Dispose();
             throw;
+        }
+    }
+
+    // Fine-tuning: the new network starts from the initial model's weights (its sampling weights), parameter by parameter.
+    private void CopyInitialWeights(DiffusionModel initial, GaussianDiffusion diffusion, int classCount)
+    {
+        if (initial.ClassCount != classCount)
+        {
+            throw new ArgumentException(
+                $"InitialModel has {initial.ClassCount} classes, but the data {(options.LabelColumnName is null ? "have no label column" : $"column '{options.LabelColumnName}' has {classCount}")}: a fine-tuned model keeps its classes.",
+                nameof(options));
+        }
+
+        var source = initial.Diffusion.Model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+        using (torch.no_grad())
+        {
+            foreach (var (name, parameter) in diffusion.Model.named_parameters())
+            {
+                if (!source.TryGetValue(name, out var value) || !value.shape.SequenceEqual(parameter.shape))
+                {
+                    throw new ArgumentException($"InitialModel's network has no parameter '{name}' of shape [{string.Join(", ", parameter.shape)}]: it is not the network these options describe.", nameof(options));
+                }
+
+                parameter.copy_(value);
+            }
         }
     }
 

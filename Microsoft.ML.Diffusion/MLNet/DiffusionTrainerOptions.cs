@@ -22,6 +22,7 @@ public sealed class DiffusionTrainerOptions
     private int imageSize = GaussianDiffusionOptions.Defaults.ImageSize;
     private bool heightSet;
     private bool widthSet;
+    private DiffusionModel? initialModel;
 
     /// <summary>
     /// Gets or sets the image column: an <see cref="Microsoft.ML.Data.MLImage"/> column of the model's size, or a Single or
@@ -322,6 +323,37 @@ public sealed class DiffusionTrainerOptions
     /// <summary>Gets or sets an optional receiver of progress reports.</summary>
     public IProgress<TrainingProgress>? Progress { get; set; }
 
+    /// <summary>
+    /// Gets or sets a model to train further (fine-tuning), for example one imported with
+    /// <c>Import.DiffusersPipeline.Import</c> or loaded from a model file, or null to start from fresh weights. Setting it
+    /// copies the model's description into these options — its image size, <see cref="Channels"/>, schedule (exact β
+    /// values), <see cref="Objective"/>, <see cref="Variance"/> and <see cref="Network"/> — keeping <see cref="Loss"/> and
+    /// <see cref="MinSnrGamma"/>; training then starts from its (sampling) weights. The data must have its channels and
+    /// size and, for a class-conditional model, its number of classes. The model is read, never changed; its owner
+    /// disposes it, not before <see cref="DiffusionTrainer.Fit"/> returns.
+    /// </summary>
+    public DiffusionModel? InitialModel
+    {
+        get => initialModel;
+        set
+        {
+            initialModel = value;
+            if (value is null)
+            {
+                return;
+            }
+
+            var description = value.Config.Diffusion.Clone();
+            description.Loss = Diffusion.Loss;
+            description.MinSnrGamma = Diffusion.MinSnrGamma;
+            description.HybridLambda = Diffusion.HybridLambda;
+            Diffusion = description;
+            Channels = value.Channels;
+            imageSize = value.ImageHeight;
+            heightSet = widthSet = value.ImageHeight != value.ImageWidth;
+        }
+    }
+
     /// <summary>Gets the effective image height.</summary>
     public int Height => Diffusion.ImageHeight;
 
@@ -385,6 +417,17 @@ public sealed class DiffusionTrainerOptions
         }
 
         _ = Torch.ParseDevice(Device);
+        if (initialModel is not null)
+        {
+            var initial = initialModel.Config.Diffusion;
+            if (Height != initial.ImageHeight || Width != initial.ImageWidth || Channels != initial.Network.Channels || Variance != initial.Variance || Network.Kind != initial.Network.Kind)
+            {
+                throw new ArgumentException(
+                    $"InitialModel is a {initial.Network.Kind} for {initial.Network.Channels}×{initial.ImageHeight}×{initial.ImageWidth} images with variance {initial.Variance}; "
+                    + $"these options were changed after it was set to a {Network.Kind} for {Channels}×{Height}×{Width} with variance {Variance}. Set InitialModel last.",
+                    nameof(InitialModel));
+            }
+        }
     }
 
     /// <summary>

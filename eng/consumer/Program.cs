@@ -1,6 +1,8 @@
 // The consumer check: "fit MODEL" trains a tiny model for a few steps through the ML.NET API and saves it; "load MODEL"
 // loads it in this fresh process with mlContext.Model.Load. Both print the runtime and the SHA-256 of the pixels the
-// model generates for seeds 1 and 2, which eng/check-package.sh compares.
+// model generates for seeds 1 and 2, which eng/check-package.sh compares. "export MODEL ONNX" exports the saved model's
+// sampler to ONNX and writes ONNX.pixels: the pixels TorchSharp generates for seeds 1 to 8 (planar bytes, image after
+// image), which eng/onnx-consumer (ONNX Runtime only) must reproduce.
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Microsoft.ML;
@@ -9,9 +11,21 @@ using Microsoft.ML.Diffusion;
 using Microsoft.ML.Diffusion.Core.Networks;
 using Microsoft.ML.Diffusion.Core.Sampling;
 
+if (args is ["export", string saved, string onnx])
+{
+    var context = new MLContext(seed: 1);
+    using var sampler = DiffusionSampler.Load(context, saved);
+    sampler.ExportOnnx(onnx);
+    IDataView eight = context.Data.LoadFromEnumerable(Enumerable.Range(1, 8).Select(s => new SeedRow { Seed = s }));
+    byte[] torchPixels = sampler.Transform(eight).GetColumn<float[]>("GeneratedPixels").SelectMany(p => p).Select(p => (byte)p).ToArray();
+    File.WriteAllBytes(onnx + ".pixels", torchPixels);
+    Console.WriteLine($"{RuntimeInformation.FrameworkDescription} exported {new FileInfo(onnx).Length} bytes; {torchPixels.Length} TorchSharp pixels");
+    return 0;
+}
+
 if (args.Length != 2 || args[0] is not ("fit" or "load"))
 {
-    Console.Error.WriteLine("usage: Consumer fit|load MODEL.zip");
+    Console.Error.WriteLine("usage: Consumer fit|load MODEL.zip, or Consumer export MODEL.zip MODEL.onnx");
     return 2;
 }
 

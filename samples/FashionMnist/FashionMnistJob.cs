@@ -49,6 +49,12 @@ public static class FashionMnistJob
     public static int Run(string[] args, TextWriter console)
     {
         ArgumentNullException.ThrowIfNull(console);
+        if (ShardedGeneration.IsRequested(args))
+        {
+            // --generate MODEL [--shard i/N] / --merge DIR: the training run's grid from a saved model, in shards (docs/distributed.md).
+            return ShardedGeneration.Run(args, console, "dotnet run -c Release --project samples/FashionMnist --", SampleCount, SampleGrid);
+        }
+
         if (!JobOptions.TryParse(args, console, out var options, out int exitCode))
         {
             return exitCode;
@@ -254,9 +260,18 @@ public static class FashionMnistJob
     private static string? Existing(string dir, string name) =>
         new[] { Path.Combine(dir, name + ".gz"), Path.Combine(dir, name) }.FirstOrDefault(File.Exists);
 
+    // The grid of samples.png: SampleCount images in 8 columns, 3× enlarged, captioned with the short class name.
+    private const int SampleCount = 64;
+
+    private static readonly GridStyle SampleGrid = new(
+        (_, label) => label < ClassNames.Length ? Short(ClassNames[label]) : label.ToString(CultureInfo.InvariantCulture),
+        _ => 8,
+        _ => 3,
+        "samples.png");
+
     private static void WriteSamples(DiffusionSampler sampler, JobOptions options, string path)
     {
-        int count = 64;
+        int count = SampleCount;
         var seeds = Enumerable.Range(0, count).Select(i => (long)(options.Seed * 1000) + i).ToArray();
         bool conditional = sampler.Model.ClassCount > 0;
         using var scope = NewDisposeScope();

@@ -84,7 +84,8 @@ public sealed class JobOptions
         new CommandLine(
             "dotnet run -c Release --project samples/FashionMnist --",
             "Trains a class-conditional diffusion model on Fashion-MNIST through the ML.NET API, then writes a labelled grid of\n"
-            + "samples, a progressive-denoising strip, a model file, the training log and curve and held-out metrics to OUT.")
+            + "samples, a progressive-denoising strip, a model file, the training log and curve and held-out metrics to OUT.\n"
+            + "--generate MODEL [--shard i/N] and --merge DIR generate the grid from a saved model, in shards (--generate M --help).")
             .Text("--data", "DIR", "a folder with train-*/t10k-* IDX files (default: the full split when installed, else the embedded test split)", v => o.Data = v)
             .Integer("--steps", "N", "a fixed number of optimizer steps instead of the time budget", v => o.Steps = v, max: Limits.MaxSteps)
             .Number("--minutes", "M", "the training time budget (default 6.5)", v => o.Minutes = v, max: Limits.MaxMinutes)

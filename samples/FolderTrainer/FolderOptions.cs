@@ -108,7 +108,8 @@ public sealed class FolderOptions
             "dotnet run -c Release --project samples/FolderTrainer --",
             "Trains a diffusion model on a folder of images (PNG, JPEG, BMP; gray or RGB; any size, resized and centre-cropped),\n"
             + "writing a sample grid and an ML.NET model file every --sample-every steps, the training log and curve, and\n"
-            + "checkpoints to OUT; --resume continues exactly where a stopped run left off.")
+            + "checkpoints to OUT; --resume continues exactly where a stopped run left off.\n"
+            + "--generate MODEL [--shard i/N] and --merge DIR generate a grid from a saved model, in shards (--generate M --help).")
             .Argument("IMAGES", "the folder of images to train on (searched recursively)", v => o.Folder = v)
             .Text("--out", "DIR", "the output folder (default results)", v => o.Out = v)
             .Integer("--size", "N", "the side images are resized and centre-cropped to (default 32)", v => o.Size = v, max: GaussianDiffusionOptions.MaxImageSide)

@@ -43,6 +43,12 @@ public static class FolderTrainerJob
     public static int Run(string[] args, TextWriter console)
     {
         ArgumentNullException.ThrowIfNull(console);
+        if (ShardedGeneration.IsRequested(args))
+        {
+            // --generate MODEL [--shard i/N] / --merge DIR: a milestone's grid from a saved model, in shards (docs/distributed.md).
+            return ShardedGeneration.Run(args, console, "dotnet run -c Release --project samples/FolderTrainer --", new FolderOptions().Samples, SampleGrid);
+        }
+
         if (!FolderOptions.TryParse(args, console, out var options, out int exitCode))
         {
             return exitCode;
@@ -275,6 +281,13 @@ public static class FolderTrainerJob
 
         return warmup;
     }
+
+    // The milestone grids' layout (WriteGrid), for --generate: ⌈√count⌉ columns, enlarged to about 64 pixels, the class names.
+    private static readonly GridStyle SampleGrid = new(
+        (model, label) => model.ClassNames is { } names && label < names.Count ? names[label] : label.ToString(CultureInfo.InvariantCulture),
+        count => (int)Math.Ceiling(Math.Sqrt(count)),
+        side => Math.Max(1, 64 / side),
+        "samples.png");
 
     private static void WriteGrid(DiffusionSampler sampler, FolderOptions options, string path)
     {

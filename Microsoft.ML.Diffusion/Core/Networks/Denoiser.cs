@@ -54,6 +54,24 @@ public abstract class Denoiser : nn.Module<Tensor, Tensor, Tensor>
     /// <returns>N×<see cref="OutputChannels"/>×H×W.</returns>
     public abstract Tensor forward(Tensor x, Tensor time, Tensor? classes);
 
+    /// <summary>
+    /// The rows of a label table that has exactly <see cref="ClassCount"/> rows (as imported networks have): label
+    /// <see cref="ClassCount"/> ("no label", used by classifier-free guidance) gives a zero row, so it adds nothing.
+    /// </summary>
+    /// <param name="table">The ClassCount×D embedding weights.</param>
+    /// <param name="classes">Labels in [0, ClassCount], a vector of N integers.</param>
+    /// <returns>N×D rows (zero for "no label").</returns>
+    protected Tensor LabelRowsWithoutNullClass(Tensor table, Tensor classes)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        ArgumentNullException.ThrowIfNull(classes);
+        using var scope = NewDisposeScope();
+        using Scalar lastRow = (ClassCount - 1).ToScalar(), count = ClassCount.ToScalar();
+        var labels = classes.to(ScalarType.Int64);
+        var rows = table[TensorIndex.Tensor(labels.clamp_max(lastRow))];
+        return (rows * labels.lt(count).unsqueeze(1).to(rows.dtype)).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Throws a clear exception unless <paramref name="x"/> is N×<see cref="Channels"/>×H×W with sides divisible by <see cref="SizeDivisor"/>.</summary>
     /// <param name="x">The input images.</param>
     /// <param name="network">The network's name in messages, for example "U-Net".</param>

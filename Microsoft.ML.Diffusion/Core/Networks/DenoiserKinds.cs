@@ -16,7 +16,13 @@ public static class DenoiserKinds
         "denoiser kind",
         "DenoiserKinds.Register",
         StringComparer.Ordinal,
-        new Dictionary<string, Type> { [UNetOptions.KindName] = typeof(UNetOptions), [DiTOptions.KindName] = typeof(DiTOptions) });
+        new Dictionary<string, Type>
+        {
+            [UNetOptions.KindName] = typeof(UNetOptions),
+            [DiTOptions.KindName] = typeof(DiTOptions),
+            [ImprovedDiffusionUNetOptions.KindName] = typeof(ImprovedDiffusionUNetOptions),
+            [DiffusersUNetOptions.KindName] = typeof(DiffusersUNetOptions),
+        });
 
     /// <summary>Gets the registered kinds.</summary>
     public static IReadOnlyCollection<string> Names => Kinds.Names;

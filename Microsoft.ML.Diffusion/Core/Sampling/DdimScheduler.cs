@@ -1,5 +1,7 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
+using System.Text.Json.Serialization;
 using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Runtime;
 using Microsoft.ML.Diffusion.Core.Schedules;
@@ -20,6 +22,8 @@ public sealed class DdimScheduler : DiffusionScheduler
 
     private int steps = 50;
     private double eta;
+    private TimestepSpacing spacing;
+    private int stepsOffset;
 
     /// <summary>Gets or sets the number of denoising steps (1 ≤ steps ≤ T). Default 50.</summary>
     public int Steps
@@ -38,10 +42,50 @@ public sealed class DdimScheduler : DiffusionScheduler
         set => eta = value is >= 0 and <= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "η must be in [0, 1].");
     }
 
-    /// <summary>The visited timesteps: round(i·(T − 1)/(S − 1)) for i = S − 1 … 0, so T − 1 and 0 are always included.</summary>
+    /// <summary>
+    /// Gets or sets how the timesteps are spaced: <see cref="TimestepSpacing.Uniform"/> (the default), or diffusers'
+    /// <see cref="TimestepSpacing.Leading"/> or <see cref="TimestepSpacing.Trailing"/> (its DDIMScheduler's
+    /// <c>timestep_spacing</c>, for imported pipelines). Not written to model files when it is the default.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public TimestepSpacing Spacing
+    {
+        get => spacing;
+        set => spacing = value is TimestepSpacing.Uniform or TimestepSpacing.Leading or TimestepSpacing.Trailing
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, "DDIM spaces its timesteps Uniform, Leading or Trailing.");
+    }
+
+    /// <summary>
+    /// Gets or sets the offset added to every timestep of <see cref="TimestepSpacing.Leading"/> spacing (diffusers'
+    /// <c>steps_offset</c>), in [0, T). Default 0; not written to model files when it is 0.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public int StepsOffset
+    {
+        get => stepsOffset;
+        set => stepsOffset = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The steps offset must not be negative.");
+    }
+
+    /// <summary>
+    /// The visited timesteps, decreasing: with <see cref="TimestepSpacing.Uniform"/> round(i·(T − 1)/(S − 1)) for
+    /// i = S − 1 … 0, so T − 1 and 0 are always included; with diffusers' spacings as <see cref="TimestepSpacing"/> says.
+    /// </summary>
     /// <param name="schedule">The model's schedule.</param>
     /// <returns>The decreasing sequence.</returns>
-    protected override IReadOnlyList<int> SelectTimesteps(NoiseSchedule schedule) => SpacedTimesteps(schedule, steps, TimestepSpacing.Uniform);
+    protected override IReadOnlyList<int> SelectTimesteps(NoiseSchedule schedule)
+    {
+        var sequence = SpacedTimesteps(schedule, steps, spacing);
+        if (spacing != TimestepSpacing.Leading || stepsOffset == 0)
+        {
+            return sequence;
+        }
+
+        var shifted = sequence.Select(t => t + stepsOffset).ToArray();
+        return shifted[0] < schedule.Timesteps
+            ? shifted
+            : throw new ArgumentOutOfRangeException(nameof(schedule), $"DDIM's steps offset {stepsOffset} moves its first timestep to {shifted[0]}, beyond the model's T = {schedule.Timesteps}.");
+    }
 
     /// <inheritdoc/>
     public override bool UsesStepNoise => eta > 0;

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Text.Json.Serialization;
 using Microsoft.ML.Diffusion.Core.Diffusion;
 using Microsoft.ML.Diffusion.Core.Schedules;
@@ -186,6 +187,8 @@ public abstract class DiffusionScheduler : IDisposable
         {
             TimestepSpacing.Uniform => NoiseSchedule.EvenlySpacedTimesteps(schedule.Timesteps, steps),
             TimestepSpacing.Karras => schedule.KarrasTimesteps(steps),
+            TimestepSpacing.Leading => Enumerable.Range(0, steps).Select(k => k * (schedule.Timesteps / steps)).ToArray(),
+            TimestepSpacing.Trailing => Enumerable.Range(0, steps).Select(k => (int)Math.Round(schedule.Timesteps - ((steps - 1 - k) * ((double)schedule.Timesteps / steps)), MidpointRounding.ToEven) - 1).ToArray(),
             _ => throw new ArgumentOutOfRangeException(nameof(spacing), spacing, "Unknown timestep spacing."),
         };
         Array.Reverse(sequence);

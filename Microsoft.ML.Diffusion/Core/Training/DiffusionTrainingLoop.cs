@@ -149,38 +149,11 @@ internal sealed class DiffusionTrainingLoop
                 optimizer.ZeroGrad();
                 mixed.BeginStep(); // MIXED PRECISION: refresh the 16-bit weights from the float32 master weights
                 Tensor? lossSum = null;
-                for (int micro = 0; micro < options.GradientAccumulationSteps && distributed; micro++)
+                for (int micro = 0; micro < options.GradientAccumulationSteps; micro++)
                 {
-                    var share = BackwardShare(data, state, count, DeviceRandom.ForTrainingStep(device, noiseGenerator, seed, ((long)step * options.GradientAccumulationSteps) + micro));
+                    var generator = DeviceRandom.ForTrainingStep(device, noiseGenerator, seed, ((long)step * options.GradientAccumulationSteps) + micro);
+                    var share = distributed ? BackwardShare(data, state, count, generator) : BackwardBatch(data, state, count, generator);
                     lossSum = lossSum is null ? share : lossSum.Plus(share);
-                }
-
-                for (int micro = 0; micro < options.GradientAccumulationSteps && !distributed; micro++)
-                {
-                    var indices = NextIndices(state, count);
-                    var images = data.Images.index_select(0, indices).to(device);
-                    if (options.RandomHorizontalFlip)
-                    {
-                        var flip = DeviceRandom.Uniform(new long[] { images.shape[0], 1, 1, 1 }, device, generator: orderGenerator) < Scalars.Half;
-                        images = where(flip, images.flip(3), images);
-                    }
-
-                    Tensor? labels = null;
-                    if (data.Labels is not null)
-                    {
-                        labels = data.Labels.index_select(0, indices);
-                        if (options.ConditionDropout > 0)
-                        {
-                            using Scalar dropout = options.ConditionDropout.ToScalar(), nullClass = data.ClassCount.ToScalar();
-                            var drop = DeviceRandom.Uniform(new long[] { labels.shape[0] }, CPU, generator: orderGenerator) < dropout;
-                            labels = where(drop, full_like(labels, nullClass), labels);
-                        }
-
-                        labels = labels.to(device);
-                    }
-
-                    var batchLoss = BackwardInChunks(images, labels, DeviceRandom.ForTrainingStep(device, noiseGenerator, seed, ((long)step * options.GradientAccumulationSteps) + micro));
-                    lossSum = lossSum is null ? batchLoss : lossSum.Plus(batchLoss);
                 }
 
                 double[] host;
@@ -321,6 +294,36 @@ internal sealed class DiffusionTrainingLoop
         }
 
         return total!;
+    }
+
+    // One process's batch: its rows, flips and label drops from the order generator, then its forward and backward
+    // (BackwardInChunks). Returns the batch's loss divided by the accumulation steps, on the device.
+    private Tensor BackwardBatch(TrainingImages data, TrainingState state, long count, Generator? generator)
+    {
+        var device = diffusion.Device;
+        var indices = NextIndices(state, count);
+        var images = data.Images.index_select(0, indices).to(device);
+        if (options.RandomHorizontalFlip)
+        {
+            var flip = DeviceRandom.Uniform(new long[] { images.shape[0], 1, 1, 1 }, device, generator: state.OrderGenerator) < Scalars.Half;
+            images = where(flip, images.flip(3), images);
+        }
+
+        Tensor? labels = null;
+        if (data.Labels is not null)
+        {
+            labels = data.Labels.index_select(0, indices);
+            if (options.ConditionDropout > 0)
+            {
+                using Scalar dropout = options.ConditionDropout.ToScalar(), nullClass = data.ClassCount.ToScalar();
+                var drop = DeviceRandom.Uniform(new long[] { labels.shape[0] }, CPU, generator: state.OrderGenerator) < dropout;
+                labels = where(drop, full_like(labels, nullClass), labels);
+            }
+
+            labels = labels.to(device);
+        }
+
+        return BackwardInChunks(images, labels, generator);
     }
 
     // One rank's share of a global batch: the same draws as one process (the batch's rows, flips and label drops from the
