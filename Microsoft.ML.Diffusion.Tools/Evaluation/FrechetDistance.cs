@@ -72,10 +72,27 @@ public static class FrechetDistance
         var s1 = Symmetric(covariance1.to(float64).cpu());
         var s2 = Symmetric(covariance2.to(float64).cpu());
         double meanTerm = (mu1 - mu2).Squared().sum().item<double>();
+        double traceRoot = TraceOfRoot(s1, s2);
+        if (!double.IsFinite(traceRoot))
+        {
+            // pytorch-fid's fallback for a singular product: add ε·I (ε = 10⁻⁶) to both covariances and take the root again.
+            var offset = eye(s1.shape[0], dtype: float64).mul(Epsilon);
+            traceRoot = TraceOfRoot(s1.Plus(offset), s2.Plus(offset));
+        }
+
+        return meanTerm + s1.trace().item<double>() + s2.trace().item<double>() - (2 * traceRoot);
+    }
+
+    private static readonly Scalar Epsilon = 1e-6.ToScalar();
+
+    // Tr((Σ₁Σ₂)^½) = Σ √λ over the eigenvalues of the symmetric Σ₁^½ Σ₂ Σ₁^½ (similar to Σ₁Σ₂, so the same eigenvalues):
+    // the value pytorch-fid takes from scipy.linalg.sqrtm(Σ₁Σ₂) (its real part's trace), computed stably.
+    private static double TraceOfRoot(Tensor s1, Tensor s2)
+    {
+        using var scope = NewDisposeScope();
         var root1 = SquareRoot(s1);
         var product = Symmetric(root1.matmul(s2).matmul(root1));
-        double traceRoot = linalg.eigvalsh(product).clamp_min(Scalars.Zero).sqrt().sum().item<double>();
-        return meanTerm + s1.trace().item<double>() + s2.trace().item<double>() - (2 * traceRoot);
+        return linalg.eigvalsh(product).clamp_min(Scalars.Zero).sqrt().sum().item<double>();
     }
 
     // The symmetric PSD square root from an eigen-decomposition (negative round-off eigenvalues clamped to 0).

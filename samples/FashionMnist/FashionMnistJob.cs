@@ -72,6 +72,7 @@ public static class FashionMnistJob
         var trainer = ToTrainerOptions(options);
         trainer.Validate();
         UserErrors.CheckOutputFolder(options.Out);
+        using var inception = options.Metrics && options.Inception is not null ? FidInception.Load(options.Inception, options.Device) : null; // a wrong file fails now, not after training
         var mlContext = new MLContext(seed: options.Seed);
         var source = FindData(options.Data);
         console.WriteLine($"Data: {source.Description}");
@@ -127,7 +128,7 @@ public static class FashionMnistJob
         sampler.Save(mlContext, Path.Combine(options.Out, "model.zip"));
         if (options.Metrics && test is not null)
         {
-            JobMetrics.Measure(sampler, train, test, options, trainingSeconds, console);
+            JobMetrics.Measure(sampler, train, test, options, trainingSeconds, console, inception);
         }
 
         console.WriteLine($"Wrote {Path.GetFullPath(options.Out)}: samples.png, denoising.png, model.zip, training-log.csv, training-curve.png{(options.Metrics ? ", metrics.json" : string.Empty)} ({total.Elapsed:mm\\:ss} in all).");

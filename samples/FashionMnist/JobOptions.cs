@@ -51,6 +51,9 @@ public sealed class JobOptions
     /// <summary>Gets or sets how many generated and real images the Fréchet distance compares (null: 200 on the CPU, 1,000 on a GPU).</summary>
     public int? MetricImages { get; set; }
 
+    /// <summary>Gets or sets pytorch-fid's Inception weight file: the Fréchet distance becomes Inception FID (null: the job's own classifier).</summary>
+    public string? Inception { get; set; }
+
     /// <summary>Gets or sets the seed.</summary>
     public int Seed { get; set; } = 1;
 
@@ -98,5 +101,6 @@ public sealed class JobOptions
             .Choice("--precision", "the network's precision in training; weights stay fp32 (default fp32; docs/mixed-precision.md)", new[] { "fp32", "bf16", "fp16" }, v => o.Precision = v)
             .Number("--experiment", "MINUTES", "first search the diffusion options for that long, then train the best", v => o.Experiment = v, max: Limits.MaxMinutes)
             .Flag("--no-metrics", "skip bits/dim and the Fréchet distance at the end", () => o.Metrics = false)
-            .Integer("--metric-images", "N", "images the Fréchet distance compares (default 200 on the CPU, 1000 on a GPU)", v => o.MetricImages = v, min: 2, max: MaxMetricImages);
+            .Integer("--metric-images", "N", "images the Fréchet distance compares (default 200 on the CPU, 1000 on a GPU)", v => o.MetricImages = v, min: 2, max: MaxMetricImages)
+            .Text("--inception", "FILE", "pytorch-fid's pt_inception-2015-12-05-6726825d.pth: measure Inception FID, KID and precision/recall instead of the classifier's Fréchet distance", v => o.Inception = v);
 }

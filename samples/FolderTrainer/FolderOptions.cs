@@ -74,6 +74,12 @@ public sealed class FolderOptions
     /// <summary>Gets or sets the training precision: "fp32", "bf16" or "fp16" (docs/mixed-precision.md).</summary>
     public string Precision { get; set; } = "fp32";
 
+    /// <summary>Gets or sets pytorch-fid's Inception weight file: Inception FID of the final model at the end (null: none).</summary>
+    public string? Inception { get; set; }
+
+    /// <summary>Gets or sets the generated and real images Inception FID compares (null: 200 on the CPU, 1,000 on a GPU; at most the folder's).</summary>
+    public int? FidImages { get; set; }
+
     /// <summary>Gets or sets the seed.</summary>
     public int Seed { get; set; } = 1;
 
@@ -125,5 +131,7 @@ public sealed class FolderOptions
             .Flag("--resume", "continue the run in OUT/checkpoints", () => o.Resume = true)
             .Text("--device", "cpu|cuda", "the device: cpu, cuda or cuda:N (default cpu)", v => o.Device = v)
             .Integer("--seed", "N", "the seed (default 1)", v => o.Seed = v, min: 0)
-            .Choice("--precision", "the network's precision in training; weights stay fp32 (default fp32; docs/mixed-precision.md)", new[] { "fp32", "bf16", "fp16" }, v => o.Precision = v);
+            .Choice("--precision", "the network's precision in training; weights stay fp32 (default fp32; docs/mixed-precision.md)", new[] { "fp32", "bf16", "fp16" }, v => o.Precision = v)
+            .Text("--inception", "FILE", "pytorch-fid's pt_inception-2015-12-05-6726825d.pth: Inception FID, KID and precision/recall of the final model at the end", v => o.Inception = v)
+            .Integer("--fid-images", "N", "images Inception FID compares (default 200 on the CPU, 1000 on a GPU; at most the folder's)", v => o.FidImages = v, min: 4, max: FolderFid.MaxImages);
 }

@@ -14,6 +14,7 @@ using Microsoft.ML.Diffusion.Core.Sampling;
 using Microsoft.ML.Diffusion.Core.Schedules;
 using Microsoft.ML.Diffusion.Core.Training;
 using Microsoft.ML.Diffusion.Import;
+using Microsoft.ML.Diffusion.Tools.Evaluation;
 using Microsoft.ML.Diffusion.Tools.Pictures;
 using static TorchSharp.torch;
 
@@ -87,6 +88,7 @@ public static class FolderTrainerJob
         ToTrainerOptions(options, options.Channels == "3" ? 3 : 1, options.Warmup ?? DefaultWarmup, checkpoints).Validate();
         UserErrors.CheckOutputFolder(options.Out);
         CheckSampleGrid(options);
+        using var inception = options.Inception is null ? null : FidInception.Load(options.Inception, options.Device); // a wrong file fails now, not after training
         if (!Directory.Exists(options.Folder))
         {
             throw new DirectoryNotFoundException($"The image folder '{options.Folder}' does not exist.");
@@ -199,6 +201,11 @@ public static class FolderTrainerJob
         sampler.Save(mlContext, Path.Combine(options.Out, "model.zip"));
         console.WriteLine($"Trained to step {sampler.Model.TrainedSteps} in {total.Elapsed:hh\\:mm\\:ss}. Wrote {Path.GetFullPath(options.Out)}: model.zip (the final model), "
             + "sample-*.png, model-*.zip, training-log.csv, training-curve.png, checkpoints/.");
+        if (inception is not null)
+        {
+            FolderFid.Measure(sampler, data, options, inception, console);
+        }
+
         return 0;
     }
 
