@@ -133,7 +133,7 @@ public sealed class FidInception : IDisposable
 
         long n = images.shape[0];
         using var outer = NewDisposeScope();
-        var result = empty(new[] { n, (long)FeatureSize }, float64);
+        var result = empty(new[] { n, (long)FeatureSize }, float64, device: CPU);
         using (no_grad())
         {
             for (long start = 0; start < n; start += batchSize)

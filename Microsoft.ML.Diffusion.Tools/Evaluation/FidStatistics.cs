@@ -156,7 +156,7 @@ public sealed class FidStatistics
 
         using var scope = NewDisposeScope();
         long d = Dimension;
-        return FrechetDistance.Compute(tensor(Mean), tensor(Covariance).reshape(d, d), tensor(other.Mean), tensor(other.Covariance).reshape(d, d));
+        return FrechetDistance.Compute(tensor(Mean, device: CPU), tensor(Covariance, device: CPU).reshape(d, d), tensor(other.Mean, device: CPU), tensor(other.Covariance, device: CPU).reshape(d, d));
     }
 
     /// <summary>One <c>.npy</c> member exactly as numpy ≥ 1.23 writes a C-ordered little-endian float64 array (format 1.0).</summary>

@@ -76,7 +76,7 @@ public static class FrechetDistance
         if (!double.IsFinite(traceRoot))
         {
             // pytorch-fid's fallback for a singular product: add ε·I (ε = 10⁻⁶) to both covariances and take the root again.
-            var offset = eye(s1.shape[0], dtype: float64).mul(Epsilon);
+            var offset = eye(s1.shape[0], dtype: float64, device: s1.device).mul(Epsilon);
             traceRoot = TraceOfRoot(s1.Plus(offset), s2.Plus(offset));
         }
 

@@ -146,7 +146,7 @@ internal static class LegacyTorchFile
             }
 
             using var scope = NewDisposeScope();
-            var flat = empty(new[] { Storage.Count }, Storage.Type);
+            var flat = empty(new[] { Storage.Count }, Storage.Type, device: CPU);
             flat.bytes = Storage.Bytes;
             return flat.as_strided(Shape, Stride, Offset).contiguous().MoveToOuterDisposeScope();
         }
