@@ -20,7 +20,7 @@ namespace Microsoft.ML.Diffusion.Tests.MLNet;
 [TestClass]
 public sealed class PrecisionFitTests : OneThreadTests
 {
-    private const int Samples = 32;
+    private const int Samples = PatternModelChecks.Samples;
     private static DiffusionSampler sampler = null!;
     private static readonly List<string> Log = new();
 
@@ -37,12 +37,7 @@ public sealed class PrecisionFitTests : OneThreadTests
             }
         };
         // FitLearningTests' settings, in bfloat16.
-        var options = MLNetTestData.Options(steps: 300);
-        options.LabelColumnName = nameof(PixelRow.Label);
-        options.Timesteps = 50;
-        options.BatchSize = 16;
-        options.LearningRate = 3e-3;
-        options.Sampling = new DiffusionSamplerOptions { Scheduler = new DdpmScheduler() };
+        var options = PatternModelChecks.Options();
         options.Precision = Precision.BFloat16;
         sampler = context.Generative().Diffusion(options).Fit(MLNetTestData.Patterns(context, copies: 16));
     }
@@ -51,37 +46,10 @@ public sealed class PrecisionFitTests : OneThreadTests
     public static void Cleanup() => sampler.Dispose();
 
     [TestMethod]
-    public void TheBFloat16FitPathLearnsBothPatterns()
-    {
-        using var patterns = TinyModels.Patterns();
-        using var images = ToTensor(sampler.Generate(Samples, new DiffusionSamplerOptions { Scheduler = new DdpmScheduler(), Seed = 7 }));
-        var coverage = PatternCoverage.Of(images, patterns);
-        Assert.IsTrue(coverage.Close >= 24, $"unconditional samples: only {coverage}");
-        Assert.IsTrue(coverage.PerPattern.All(n => n >= 6), $"a pattern is missing or rare: {coverage}");
-    }
+    public void TheBFloat16FitPathLearnsBothPatterns() => PatternModelChecks.AssertLearnsBothPatterns(sampler);
 
     [TestMethod]
-    public void EachLabelGivesItsPatternAndGuidanceHelpsAfterBFloat16Training()
-    {
-        using var patterns = TinyModels.Patterns();
-        double Correct(int label, double guidance)
-        {
-            var options = sampler.Options.Clone();
-            options.GuidanceScale = guidance;
-            options.Seed = 40 + label;
-            using var images = ToTensor(sampler.Generate(Samples, options, label));
-            return PatternCoverage.Of(images, patterns).Share(label);
-        }
-
-        var guided = new[] { Correct(0, 3), Correct(1, 3) };
-        var unguided = new[] { Correct(0, 0), Correct(1, 0) };
-        foreach (int k in new[] { 0, 1 })
-        {
-            Assert.IsTrue(guided[k] >= 0.9, $"label {k}: only {guided[k]:P0} of the samples show pattern {k} with guidance 3 ({unguided[k]:P0} with guidance 0)");
-        }
-
-        Assert.IsTrue(guided.Sum() > unguided.Sum() + 0.4, $"guidance 3: {guided[0]:P0}, {guided[1]:P0}; guidance 0: {unguided[0]:P0}, {unguided[1]:P0}");
-    }
+    public void EachLabelGivesItsPatternAndGuidanceHelpsAfterBFloat16Training() => PatternModelChecks.AssertEachLabelGivesItsPatternAndGuidanceHelps(sampler);
 
     [TestMethod]
     public void TheBFloat16TrainedModelIsFloat32AndSavesLoadsAndSamples()
@@ -119,8 +87,8 @@ public sealed class PrecisionFitTests : OneThreadTests
         var float32 = new DiffusionSamplerOptions { Scheduler = new DdimScheduler { Steps = 20 }, Seed = 5, GuidanceScale = 2 };
         var reduced = float32.Clone();
         reduced.Precision = Enum.Parse<Precision>(name);
-        using var expected = ToTensor(sampler.Generate(Samples, float32, 1));
-        using var actual = ToTensor(sampler.Generate(Samples, reduced, 1));
+        using var expected = PatternModelChecks.ToTensor(sampler.Generate(Samples, float32, 1));
+        using var actual = PatternModelChecks.ToTensor(sampler.Generate(Samples, reduced, 1));
         using var perImage = (actual - expected).abs().mean(new long[] { 1, 2, 3 });
         double mean = perImage.mean().item<float>(), worst = perImage.max().item<float>();
         Console.WriteLine(FormattableString.Invariant($"MEASURED {name} vs Float32 sampling: mean |Δ| {mean:F4}, worst image {worst:F4} (in [−1, 1])"));
@@ -184,19 +152,5 @@ public sealed class PrecisionFitTests : OneThreadTests
             StringAssert.Contains(warnings[0], "AVX512-BF16 or AMX-BF16");
             StringAssert.Contains(warnings[0], "slower than Float32");
         }
-    }
-
-    // Gray MLImages → N×1×H×W in [−1, 1].
-    private static Tensor ToTensor(IReadOnlyList<MLImage> images)
-    {
-        int size = images[0].Width * images[0].Height;
-        var pixels = new float[images.Count * size];
-        for (int i = 0; i < images.Count; i++)
-        {
-            PixelLayout.ToPlanar(images[i], 1, pixels.AsSpan(i * size, size));
-        }
-
-        using var raw = tensor(pixels, new long[] { images.Count, 1, images[0].Height, images[0].Width });
-        return ImageConversion.PixelsToModel(raw);
     }
 }
